@@ -1,0 +1,234 @@
+//! The configuration snapshot as the rest of the daemon sees it, with the Go Perseus key names on the wire.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whole-second durations, because the Go config stores every timeout as an integer of seconds.
+pub mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+/// Same as [`secs`] for optional fields of per-destination overrides.
+pub mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(rename = "ListenAddress")]
+    pub listen_address: String,
+    #[serde(rename = "MetricsAddress")]
+    pub metrics_address: String,
+    #[serde(rename = "AuthDBSettings")]
+    pub auth_db: AuthDbSettings,
+    #[serde(rename = "AWSSettings")]
+    pub aws: AwsSettings,
+    #[serde(rename = "PoolSettings")]
+    pub pool: PoolSettings,
+    /// Keyed by `dest_host/dest_db`; fields left out inherit `PoolSettings`.
+    #[serde(rename = "OverrideSettings")]
+    pub overrides: BTreeMap<String, PoolOverride>,
+    #[serde(rename = "LogSettings")]
+    pub log: LogSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen_address: ":5433".into(),
+            metrics_address: ":5000".into(),
+            auth_db: AuthDbSettings::default(),
+            aws: AwsSettings::default(),
+            pool: PoolSettings::default(),
+            overrides: BTreeMap::new(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthDbSettings {
+    /// `postgres://` URL; may carry pgxpool parameters (`pool_max_conns`, ...).
+    #[serde(rename = "AuthDBDSN")]
+    pub dsn: String,
+    #[serde(rename = "AuthQueryTimeoutSecs", with = "secs")]
+    pub query_timeout: Duration,
+    /// How long a tenant row is trusted before it is looked up again.
+    #[serde(rename = "CacheTTLSecs", with = "secs")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for AuthDbSettings {
+    fn default() -> Self {
+        Self {
+            dsn: String::new(),
+            query_timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+    #[serde(rename = "SecretAccessKey")]
+    pub secret_access_key: String,
+    #[serde(rename = "Region")]
+    pub region: String,
+    #[serde(rename = "Endpoint")]
+    pub endpoint: String,
+    #[serde(rename = "KMSKeyARN")]
+    pub kms_key_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    #[serde(rename = "MaxIdle")]
+    pub max_idle: u32,
+    #[serde(rename = "MaxOpen")]
+    pub max_open: u32,
+    #[serde(rename = "MaxLifetimeSecs", with = "secs")]
+    pub max_lifetime: Duration,
+    #[serde(rename = "MaxIdletimeSecs", with = "secs")]
+    pub max_idle_time: Duration,
+    #[serde(rename = "ConnCreateTimeoutSecs", with = "secs")]
+    pub conn_create_timeout: Duration,
+    #[serde(rename = "ConnCloseTimeoutSecs", with = "secs")]
+    pub conn_close_timeout: Duration,
+    #[serde(rename = "SchemaExecTimeoutSecs", with = "secs")]
+    pub schema_exec_timeout: Duration,
+    /// New in the Rust Perseus: how long a client may wait for a server connection.
+    #[serde(rename = "WaitTimeoutSecs", with = "secs")]
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_idle: 3,
+            max_open: 5,
+            max_lifetime: Duration::from_secs(3600),
+            max_idle_time: Duration::from_secs(300),
+            conn_create_timeout: Duration::from_secs(5),
+            conn_close_timeout: Duration::from_secs(1),
+            schema_exec_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A per-destination override: every field optional, absent means "as PoolSettings".
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolOverride {
+    #[serde(rename = "MaxIdle", skip_serializing_if = "Option::is_none")]
+    pub max_idle: Option<u32>,
+    #[serde(rename = "MaxOpen", skip_serializing_if = "Option::is_none")]
+    pub max_open: Option<u32>,
+    #[serde(
+        rename = "MaxLifetimeSecs",
+        with = "opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_lifetime: Option<Duration>,
+    #[serde(
+        rename = "MaxIdletimeSecs",
+        with = "opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_idle_time: Option<Duration>,
+    #[serde(
+        rename = "ConnCreateTimeoutSecs",
+        with = "opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub conn_create_timeout: Option<Duration>,
+    #[serde(
+        rename = "ConnCloseTimeoutSecs",
+        with = "opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub conn_close_timeout: Option<Duration>,
+    #[serde(
+        rename = "SchemaExecTimeoutSecs",
+        with = "opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub schema_exec_timeout: Option<Duration>,
+    #[serde(
+        rename = "WaitTimeoutSecs",
+        with = "opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub wait_timeout: Option<Duration>,
+}
+
+impl PoolOverride {
+    pub fn apply(&self, base: &PoolSettings) -> PoolSettings {
+        PoolSettings {
+            max_idle: self.max_idle.unwrap_or(base.max_idle),
+            max_open: self.max_open.unwrap_or(base.max_open),
+            max_lifetime: self.max_lifetime.unwrap_or(base.max_lifetime),
+            max_idle_time: self.max_idle_time.unwrap_or(base.max_idle_time),
+            conn_create_timeout: self.conn_create_timeout.unwrap_or(base.conn_create_timeout),
+            conn_close_timeout: self.conn_close_timeout.unwrap_or(base.conn_close_timeout),
+            schema_exec_timeout: self.schema_exec_timeout.unwrap_or(base.schema_exec_timeout),
+            wait_timeout: self.wait_timeout.unwrap_or(base.wait_timeout),
+        }
+    }
+}
+
+impl Config {
+    /// Effective pool settings for a destination: the override keyed `dest_host/dest_db` wins.
+    pub fn pool_settings_for(&self, dest_host: &str, dest_db: &str) -> PoolSettings {
+        let key = format!("{dest_host}/{dest_db}");
+        match self.overrides.get(&key) {
+            Some(o) => o.apply(&self.pool),
+            None => self.pool.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    #[serde(rename = "Level")]
+    pub level: String,
+    #[serde(rename = "Json")]
+    pub json: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "INFO".into(),
+            json: false,
+        }
+    }
+}

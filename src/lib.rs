@@ -1,0 +1,8 @@
+//! Perseus: a tenant-routing PostgreSQL connection pooler. The library holds
+//! every piece so the daemon and the CLIs (genhash, encpass) share one code base.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod proto;
+pub mod secrets;

@@ -1,0 +1,3 @@
+//! Secret backends: decrypting destination passwords (AWS KMS).
+
+pub mod kms;
