@@ -1,0 +1,56 @@
+//! Printing configuration without its secrets: `--check` output, `Debug`, logs.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::dsn::REDACTED;
+use super::{AuthDbSettings, AwsSettings, Config};
+
+impl Config {
+    /// The effective configuration as JSON with SecretAccessKey and the DSN password hidden.
+    /// An empty secret stays empty so an operator can see it is unset.
+    pub fn redacted(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(aws) = v.get_mut("AWSSettings")
+            && !self.aws.secret_access_key.is_empty()
+        {
+            aws["SecretAccessKey"] = Value::String(REDACTED.into());
+        }
+        if let Some(auth) = v.get_mut("AuthDBSettings") {
+            auth["AuthDBDSN"] = Value::String(self.auth_db.redacted_dsn());
+        }
+        v
+    }
+
+    /// [`Config::redacted`] pretty-printed.
+    pub fn redacted_json(&self) -> String {
+        serde_json::to_string_pretty(&self.redacted()).unwrap_or_default()
+    }
+}
+
+fn secret(s: &str) -> &str {
+    if s.is_empty() { "" } else { REDACTED }
+}
+
+impl fmt::Debug for AuthDbSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthDbSettings")
+            .field("dsn", &self.redacted_dsn())
+            .field("query_timeout", &self.query_timeout)
+            .field("cache_ttl", &self.cache_ttl)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &secret(&self.secret_access_key))
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("kms_key_arn", &self.kms_key_arn)
+            .finish()
+    }
+}
