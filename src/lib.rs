@@ -3,6 +3,8 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod migrate;
 pub mod proto;
 pub mod secrets;

@@ -96,8 +96,11 @@ impl AuthDbSettings {
         }
         let rest = split.join(kept.iter().map(String::as_str));
         let pg = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            // tokio-postgres puts the useful part ("unknown option `x`") in the source.
+            let detail =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
             err(format!(
-                "{e} (the Rust Perseus passes only parameters tokio-postgres knows)"
+                "{detail} (the Rust Perseus passes on only parameters tokio-postgres knows)"
             ))
         })?;
         if pg.get_hosts().is_empty() {

@@ -8,24 +8,23 @@ use super::dsn::REDACTED;
 use super::{AuthDbSettings, AwsSettings, Config};
 
 impl Config {
-    /// The effective configuration as JSON with SecretAccessKey and the DSN password hidden.
+    /// A copy with SecretAccessKey and the DSN password replaced by `<redacted>`.
     /// An empty secret stays empty so an operator can see it is unset.
-    pub fn redacted(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Some(aws) = v.get_mut("AWSSettings")
-            && !self.aws.secret_access_key.is_empty()
-        {
-            aws["SecretAccessKey"] = Value::String(REDACTED.into());
-        }
-        if let Some(auth) = v.get_mut("AuthDBSettings") {
-            auth["AuthDBDSN"] = Value::String(self.auth_db.redacted_dsn());
-        }
-        v
+    pub fn redacted_copy(&self) -> Config {
+        let mut c = self.clone();
+        c.aws.secret_access_key = secret(&self.aws.secret_access_key).to_string();
+        c.auth_db.dsn = self.auth_db.redacted_dsn();
+        c
     }
 
-    /// [`Config::redacted`] pretty-printed.
+    /// The effective configuration as JSON, secrets hidden (see [`Config::redacted_copy`]).
+    pub fn redacted(&self) -> Value {
+        serde_json::to_value(self.redacted_copy()).unwrap_or(Value::Null)
+    }
+
+    /// [`Config::redacted`] pretty-printed, keys in the order of the Go sample.
     pub fn redacted_json(&self) -> String {
-        serde_json::to_string_pretty(&self.redacted()).unwrap_or_default()
+        serde_json::to_string_pretty(&self.redacted_copy()).unwrap_or_default()
     }
 }
 

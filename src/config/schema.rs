@@ -7,7 +7,7 @@ use super::{Config, ConfigError};
 /// The one top-level key whose value is a map of per-destination `PoolSettings`.
 pub(crate) const OVERRIDES: &str = "OverrideSettings";
 pub(crate) const POOL: &str = "PoolSettings";
-pub(crate) const TOP: &str = "the top level";
+pub(crate) const TOP: &str = "the top-level object";
 
 /// The default configuration as JSON; its keys are every key the file may use.
 pub(crate) fn defaults() -> Map<String, Value> {
@@ -66,7 +66,16 @@ impl Place {
 pub(crate) fn check_leaf(place: &Place, key: &str, value: &Value) -> Result<(), String> {
     serde_json::from_value::<Config>(place.wrap(key, value.clone()))
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| plain_types(&e.to_string()))
+}
+
+/// serde names Rust types; operators editing JSON think in JSON values.
+fn plain_types(msg: &str) -> String {
+    msg.replace(
+        "expected u32",
+        "expected a whole number from 0 to 4294967295",
+    )
+    .replace("expected u64", "expected a whole number of 0 or more")
 }
 
 /// Renames keys that match a known key case-insensitively (Go's decoder accepts those), drops

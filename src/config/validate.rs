@@ -61,13 +61,18 @@ impl Config {
                 )),
             }
         }
-        pool_problems(&mut out, POOL, &self.pool);
+        let base = pool_problems(&self.pool);
+        out.extend(prefixed(POOL, base.clone()));
         for (name, o) in &self.overrides {
             let place = format!("{OVERRIDES}[{name:?}]");
             if let Err(reason) = check_override_key(name) {
                 out.push(ConfigError::invalid(place.clone(), reason));
             }
-            pool_problems(&mut out, &place, &o.apply(&self.pool));
+            // What the override inherits unchanged from PoolSettings is reported there once.
+            let own = pool_problems(&o.apply(&self.pool))
+                .into_iter()
+                .filter(|p| !base.contains(p));
+            out.extend(prefixed(&place, own.collect()));
         }
         if let Err(reason) = self.log.tracing_level() {
             out.push(ConfigError::invalid("LogSettings.Level", reason));
@@ -115,15 +120,17 @@ impl LogSettings {
     }
 }
 
-fn pool_problems(out: &mut Vec<ConfigError>, section: &str, p: &PoolSettings) {
+/// Problems of one set of pool settings, keyed by field name alone.
+fn pool_problems(p: &PoolSettings) -> Vec<ConfigError> {
+    let mut out = Vec::new();
     if p.max_open < 1 {
         out.push(ConfigError::invalid(
-            format!("{section}.MaxOpen"),
+            "MaxOpen",
             "must be at least 1 (server connections per destination)",
         ));
     } else if p.max_idle > p.max_open {
         out.push(ConfigError::invalid(
-            format!("{section}.MaxIdle"),
+            "MaxIdle",
             format!(
                 "{} is larger than MaxOpen ({}); lower it or raise MaxOpen",
                 p.max_idle, p.max_open
@@ -131,16 +138,29 @@ fn pool_problems(out: &mut Vec<ConfigError>, section: &str, p: &PoolSettings) {
         ));
     }
     // 0 means "no limit" for these two, as in the Go pool.
-    at_most(out, &format!("{section}.MaxLifetimeSecs"), p.max_lifetime);
-    at_most(out, &format!("{section}.MaxIdletimeSecs"), p.max_idle_time);
+    at_most(&mut out, "MaxLifetimeSecs", p.max_lifetime);
+    at_most(&mut out, "MaxIdletimeSecs", p.max_idle_time);
     for (key, d) in [
         ("ConnCreateTimeoutSecs", p.conn_create_timeout),
         ("ConnCloseTimeoutSecs", p.conn_close_timeout),
         ("SchemaExecTimeoutSecs", p.schema_exec_timeout),
         ("WaitTimeoutSecs", p.wait_timeout),
     ] {
-        positive(out, &format!("{section}.{key}"), d);
+        positive(&mut out, key, d);
     }
+    out
+}
+
+fn prefixed(section: &str, problems: Vec<ConfigError>) -> Vec<ConfigError> {
+    problems
+        .into_iter()
+        .map(|p| match p {
+            ConfigError::Invalid { key, reason } => {
+                ConfigError::invalid(format!("{section}.{key}"), reason)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 fn positive(out: &mut Vec<ConfigError>, key: &str, d: Duration) {
