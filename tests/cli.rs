@@ -35,6 +35,7 @@ fn check_prints_redacted_config_and_exits_zero() {
         ("PERSEUS_AWSSETTINGS_ACCESSKEYID", "AKIDEXAMPLE"),
         ("PERSEUS_AWSSETTINGS_SECRETACCESSKEY", secret),
         ("PERSEUS_POOLSETTINGS_MAXOPEN", "21"),
+        ("PERSEUS_POOLSETTINGS_MAXOPN", "22"),
     ];
     let out = perseus(&["--config", EXAMPLE, "--check"], &env, here());
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -59,6 +60,10 @@ fn check_prints_redacted_config_and_exits_zero() {
         );
     }
     assert!(stderr.contains("configuration is valid"), "{stderr}");
+    assert!(
+        stderr.contains("note: PERSEUS_POOLSETTINGS_MAXOPN matches no configuration key"),
+        "a mistyped variable is pointed out: {stderr}"
+    );
 }
 
 #[test]
