@@ -256,3 +256,20 @@ fn fixtures_of_a_process_that_dies_are_cleaned_up() {
         port_accepts(moto_port)
     );
 }
+
+#[test]
+fn a_daemon_that_exits_before_listening_is_reported_with_its_output() {
+    let config = serde_json::json!({ "ListenAddress": "", "NoSuchSetting": 1 });
+    let err = match support::Perseus::try_start_json(config) {
+        Ok(daemon) => panic!(
+            "perseus started with an unknown key; output:\n{}",
+            daemon.log()
+        ),
+        Err(e) => e,
+    };
+    assert!(err.contains("exited"), "{err}");
+    assert!(
+        err.contains("NoSuchSetting"),
+        "the daemon's own message is missing: {err}"
+    );
+}
