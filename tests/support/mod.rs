@@ -10,11 +10,12 @@
 //! template, moto about 1 s). Statics are never dropped, so every fixture process is
 //! paired with a watchdog (see `proc.rs`) that stops it when the test process exits,
 //! however it exits: normal end, panic, abort or SIGKILL from a nextest timeout.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod moto;
 pub mod perseus;
 pub mod pg;
+mod pg_template;
 pub mod proc;
 pub mod tenant;
 
@@ -24,10 +25,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use moto::Moto;
-pub use perseus::Perseus;
-pub use pg::PgCluster;
-pub use tenant::TenantSpec;
+// Short paths for the types most tests name; not every test binary uses each.
+#[allow(unused_imports)]
+pub use {moto::Moto, perseus::Perseus, pg::PgCluster, tenant::TenantSpec};
 
 /// The cluster shared by every test of this process. Tests must not stop it: outage
 /// tests start their own `PgCluster`.
