@@ -6,6 +6,7 @@ use std::fmt;
 
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+/// Why a secret could not be encrypted or decrypted. No variant carries the plaintext.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("KMS request failed: {0}")]
