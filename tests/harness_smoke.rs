@@ -273,3 +273,70 @@ fn a_daemon_that_exits_before_listening_is_reported_with_its_output() {
         "the daemon's own message is missing: {err}"
     );
 }
+
+#[tokio::test]
+async fn tenant_rows_are_made_as_operators_make_them() {
+    let (pg, moto) = support::shared_pg_and_moto();
+    let auth_db = unique_name("auth");
+    pg.create_database(&auth_db);
+    let auth = pg.connect(&auth_db).await;
+    support::tenant::apply_migrations(&auth).await;
+
+    let dest_db = unique_name("dest");
+    pg.create_database(&dest_db);
+    let dest = pg.connect(&dest_db).await;
+    let schema = "Tenant \"One\"";
+    support::tenant::create_schema(&dest, schema).await;
+    let found: i64 = dest
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        found, 1,
+        "schema with quotes and capitals kept its exact name"
+    );
+
+    let spec = support::TenantSpec {
+        source_db: "app".into(),
+        source_schema: schema.into(),
+        source_user: "tenant_one".into(),
+        password: "client secret".into(),
+        dest_host: pg.host_port(),
+        dest_db: dest_db.clone(),
+        dest_user: SUPERUSER.into(),
+        dest_password: support::pg::SUPERUSER_PASSWORD.into(),
+    };
+    let id = support::tenant::add_tenant(&auth, &moto.aws_settings(), &spec).await;
+    let row = auth
+        .query_one(
+            "SELECT source_schema, source_pass_hashed, dest_pass_enc FROM perseus_auth WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), schema);
+    let hashed: String = row.get(1);
+    perseus::auth::hash::verify_password(&hashed, b"client secret").expect("hash verifies");
+    assert!(perseus::auth::hash::verify_password(&hashed, b"other").is_err());
+
+    // The ciphertext is a real KMS blob: moto decrypts it back to the password.
+    use base64::Engine as _;
+    let enc: String = row.get(2);
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(enc)
+        .expect("dest_pass_enc is standard base64");
+    let plain = moto
+        .client()
+        .decrypt()
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
+        .send()
+        .await
+        .expect("Decrypt")
+        .plaintext
+        .expect("a plaintext");
+    assert_eq!(plain.as_ref(), support::pg::SUPERUSER_PASSWORD.as_bytes());
+}
