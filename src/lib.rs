@@ -4,5 +4,6 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod pool;
 pub mod proto;
 pub mod secrets;
