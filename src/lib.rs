@@ -4,6 +4,8 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod pool;
 pub mod proto;
 pub mod secrets;
+pub mod session;

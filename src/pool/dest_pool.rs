@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
-use deadpool::managed::{Object, Pool, PoolError, QueueMode, Timeouts, TimeoutType};
+use deadpool::managed::{Object, Pool, PoolError, QueueMode, TimeoutType, Timeouts};
 
 use super::destination::{DestKey, Destination};
 use super::manager::ServerManager;
@@ -133,7 +133,11 @@ impl DestPool {
     fn remember_params(&self, conn: &ServerConn) {
         let mut p = self.startup_params.lock().expect("params lock");
         if p.is_empty() {
-            *p = conn.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            *p = conn
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             p.sort();
         }
     }

@@ -34,7 +34,11 @@ impl Manager for ServerManager {
         }
     }
 
-    async fn recycle(&self, conn: &mut ServerConn, metrics: &Metrics) -> RecycleResult<ServerError> {
+    async fn recycle(
+        &self,
+        conn: &mut ServerConn,
+        metrics: &Metrics,
+    ) -> RecycleResult<ServerError> {
         let s = self.settings();
         if metrics.age() >= s.max_lifetime {
             self.stats.note_lifetime_closed();

@@ -44,7 +44,11 @@ impl Registry {
     }
 
     /// The pool for a destination, creating it (and decrypting its password) on first use.
-    pub async fn pool_for(&self, key: DestKey, ciphertext: &str) -> Result<Arc<DestPool>, RouteError> {
+    pub async fn pool_for(
+        &self,
+        key: DestKey,
+        ciphertext: &str,
+    ) -> Result<Arc<DestPool>, RouteError> {
         if let Some(p) = self.lookup(&key, ciphertext) {
             return Ok(p);
         }
@@ -72,7 +76,12 @@ impl Registry {
     }
 
     pub fn pools(&self) -> Vec<Arc<DestPool>> {
-        self.pools.lock().expect("registry lock").values().cloned().collect()
+        self.pools
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Retunes every live pool to a new configuration snapshot.

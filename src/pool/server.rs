@@ -19,7 +19,10 @@ use crate::proto::frame::{DEFAULT_MAX_MESSAGE_LEN, header};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("timed out after {0:?} connecting to the server")]
     ConnectTimeout(Duration),
     #[error("server connection lost: {0}")]
@@ -42,8 +45,10 @@ pub struct ServerConn {
     pub addr: SocketAddr,
     pub backend_pid: i32,
     pub backend_secret: i32,
-    /// Current values of parameters the server reports (ParameterStatus), plus those we SET.
+    /// Current values (lower-case names) of parameters the server reports, plus those we SET.
     pub params: HashMap<String, String>,
+    /// Settings we SET that the server does not report back, so they must be RESET for others.
+    pub extra_settings: std::collections::BTreeSet<String>,
     /// The schema our last `SET search_path` installed; `None` when unknown.
     pub schema: Option<String>,
     /// Set when the connection's state cannot be trusted; it is then closed, never reused.
@@ -105,6 +110,7 @@ impl ServerConn {
             backend_pid: 0,
             backend_secret: 0,
             params: HashMap::new(),
+            extra_settings: Default::default(),
             schema: None,
             broken: false,
         };
@@ -178,7 +184,7 @@ impl ServerConn {
                 }
                 backend::Message::ParameterStatus(body) => {
                     self.params
-                        .insert(body.name()?.to_owned(), body.value()?.to_owned());
+                        .insert(body.name()?.to_ascii_lowercase(), body.value()?.to_owned());
                 }
                 backend::Message::BackendKeyData(body) => {
                     self.backend_pid = body.process_id();
@@ -187,7 +193,11 @@ impl ServerConn {
                 backend::Message::ReadyForQuery(_) => return Ok(()),
                 backend::Message::ErrorResponse(body) => return Err(rejected(&body)),
                 backend::Message::NoticeResponse(_) => {}
-                _ => return Err(ServerError::Protocol("unexpected message during startup".into())),
+                _ => {
+                    return Err(ServerError::Protocol(
+                        "unexpected message during startup".into(),
+                    ));
+                }
             }
         }
     }
@@ -253,7 +263,8 @@ impl ServerConn {
     /// Records a ParameterStatus body; returns the (name, value) for callers that track clients.
     pub fn note_parameter(&mut self, body: &[u8]) {
         if let Some((name, value)) = parse_parameter_status(body) {
-            self.params.insert(name.to_owned(), value.to_owned());
+            self.params
+                .insert(name.to_ascii_lowercase(), value.to_owned());
         }
     }
 

@@ -9,7 +9,8 @@ use super::frame::cstr;
 
 fn put<M: Message>(m: &M, out: &mut BytesMut) {
     // Encoding into a BytesMut cannot fail for these fixed-shape messages.
-    m.encode(out).expect("encoding a backend message into memory");
+    m.encode(out)
+        .expect("encoding a backend message into memory");
 }
 
 /// An ErrorResponse (severity ERROR or FATAL) with SQLSTATE and message.
@@ -32,7 +33,10 @@ pub fn auth_ok(out: &mut BytesMut) {
 }
 
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put(&ParameterStatus::new(name.to_owned(), value.to_owned()), out);
+    put(
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+        out,
+    );
 }
 
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
@@ -52,7 +56,10 @@ pub fn ready_for_query(out: &mut BytesMut, status: u8) {
 pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     let (name, rest) = cstr(body)?;
     let (value, _) = cstr(rest)?;
-    Some((std::str::from_utf8(name).ok()?, std::str::from_utf8(value).ok()?))
+    Some((
+        std::str::from_utf8(name).ok()?,
+        std::str::from_utf8(value).ok()?,
+    ))
 }
 
 /// SQLSTATE and message of an ErrorResponse/NoticeResponse body, for logs and decisions.
@@ -83,7 +90,12 @@ mod tests {
     #[test]
     fn error_round_trips_through_parser() {
         let mut out = BytesMut::new();
-        error(&mut out, "FATAL", "28P01", "password authentication failed for user \"a\"");
+        error(
+            &mut out,
+            "FATAL",
+            "28P01",
+            "password authentication failed for user \"a\"",
+        );
         assert_eq!(out[0], b'E');
         let (code, msg) = parse_error_fields(&out[5..]);
         assert_eq!(code, "28P01");

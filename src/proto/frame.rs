@@ -63,7 +63,13 @@ mod tests {
     #[test]
     fn header_reads_length() {
         let h = header(b"Q\0\0\0\x09abcd\0", 100).unwrap().unwrap();
-        assert_eq!(h, Header { tag: b'Q', frame_len: 10 });
+        assert_eq!(
+            h,
+            Header {
+                tag: b'Q',
+                frame_len: 10
+            }
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub fn password(body: &[u8]) -> Result<&[u8], ProtoError> {
 
 /// SQL text of a Query body.
 pub fn query(body: &[u8]) -> Result<&[u8], ProtoError> {
-    cstr(body).map(|(q, _)| q).ok_or(ProtoError::Malformed("Query"))
+    cstr(body)
+        .map(|(q, _)| q)
+        .ok_or(ProtoError::Malformed("Query"))
 }
 
 /// Statement name and SQL text of a Parse body.
@@ -31,7 +33,9 @@ pub fn bind(body: &[u8]) -> Result<(&[u8], &[u8]), ProtoError> {
 
 /// Kind (`S` statement or `P` portal) and name of a Describe or Close body.
 pub fn target(body: &[u8]) -> Result<(u8, &[u8]), ProtoError> {
-    let (&kind, rest) = body.split_first().ok_or(ProtoError::Malformed("Describe/Close"))?;
+    let (&kind, rest) = body
+        .split_first()
+        .ok_or(ProtoError::Malformed("Describe/Close"))?;
     let (name, _) = cstr(rest).ok_or(ProtoError::Malformed("Describe/Close"))?;
     if kind != b'S' && kind != b'P' {
         return Err(ProtoError::Malformed("Describe/Close"));
@@ -45,7 +49,10 @@ mod tests {
 
     #[test]
     fn reads_names() {
-        assert_eq!(parse(b"s1\0select 1\0\0\0").unwrap(), (&b"s1"[..], &b"select 1"[..]));
+        assert_eq!(
+            parse(b"s1\0select 1\0\0\0").unwrap(),
+            (&b"s1"[..], &b"select 1"[..])
+        );
         assert_eq!(bind(b"\0s1\0\0\0").unwrap(), (&b""[..], &b"s1"[..]));
         assert_eq!(target(b"Ss1\0").unwrap(), (b'S', &b"s1"[..]));
         assert!(target(b"Xs1\0").is_err());

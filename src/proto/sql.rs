@@ -264,7 +264,14 @@ mod tests {
 
     #[test]
     fn lexer_survives_garbage() {
-        for q in ["'unterminated", "\"x", "/* open", "$$", "e'\\", "\u{ff}set role"] {
+        for q in [
+            "'unterminated",
+            "\"x",
+            "/* open",
+            "$$",
+            "e'\\",
+            "\u{ff}set role",
+        ] {
             let _ = classify(q.as_bytes());
         }
     }

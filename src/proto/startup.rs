@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn ssl_and_cancel() {
-        assert_eq!(parse(&packet(SSL_REQUEST, b"")), Ok(StartupPacket::SslRequest));
+        assert_eq!(
+            parse(&packet(SSL_REQUEST, b"")),
+            Ok(StartupPacket::SslRequest)
+        );
         let c = packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9]);
         assert_eq!(parse(&c), Ok(StartupPacket::Cancel { pid: 7, secret: 9 }));
     }
