@@ -3,8 +3,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
+pub mod migrate;
 pub mod pool;
 pub mod proto;
 pub mod secrets;

@@ -1,5 +1,5 @@
-//! The `perseus` daemon entry point: parse the command line and hand off to the library.
+//! The `perseus` daemon entry point: everything lives in the library so it can be tested.
 
-fn main() {
-    println!("perseus {}", env!("CARGO_PKG_VERSION"));
+fn main() -> std::process::ExitCode {
+    perseus::cli::main()
 }

@@ -39,6 +39,7 @@ pub mod opt_secs {
 pub struct Config {
     #[serde(rename = "ListenAddress")]
     pub listen_address: String,
+    /// Empty disables the metrics endpoint.
     #[serde(rename = "MetricsAddress")]
     pub metrics_address: String,
     #[serde(rename = "AuthDBSettings")]
@@ -68,7 +69,8 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` is written by hand (in `redact.rs`) so the DSN password never reaches a log.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthDbSettings {
     /// `postgres://` URL; may carry pgxpool parameters (`pool_max_conns`, ...).
@@ -91,7 +93,8 @@ impl Default for AuthDbSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `Debug` is written by hand (in `redact.rs`) so SecretAccessKey never reaches a log.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSettings {
     #[serde(rename = "AccessKeyId")]
@@ -113,8 +116,10 @@ pub struct PoolSettings {
     pub max_idle: u32,
     #[serde(rename = "MaxOpen")]
     pub max_open: u32,
+    /// 0 means no limit, as in the Go pool.
     #[serde(rename = "MaxLifetimeSecs", with = "secs")]
     pub max_lifetime: Duration,
+    /// 0 means no limit, as in the Go pool.
     #[serde(rename = "MaxIdletimeSecs", with = "secs")]
     pub max_idle_time: Duration,
     #[serde(rename = "ConnCreateTimeoutSecs", with = "secs")]
