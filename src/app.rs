@@ -99,7 +99,7 @@ async fn accept_loop(
     }
 }
 
-fn reload(path: &PathBuf, current: &mut Arc<Config>, shared: &Shared) {
+fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
     match config::load(path) {
         Err(errors) => {
             tracing::error!(%errors, "SIGHUP: configuration invalid, keeping the running one")
@@ -128,8 +128,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
     let addrs = current
         .listen_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?;
-    let listeners = addrs.iter().map(|a| bind(*a)).collect::<Result<Vec<_>, _>>()?;
-    let kms = Kms::new(&current.aws).await;
+    let listeners = addrs
+        .iter()
+        .map(|a| bind(*a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kms = Kms::try_new(&current.aws)
+        .await
+        .map_err(|e| AppError::Config(e.to_string()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let shared = Arc::new(Shared {
         directory: Directory::new(
@@ -148,8 +153,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     for l in listeners {
-        tracing::info!(addr = %l.local_addr().map_err(|e| AppError::Signals(e))?, "listening");
-        tokio::spawn(accept_loop(l, shared.clone(), tracker.clone(), stop.clone()));
+        tracing::info!(addr = %l.local_addr().map_err(AppError::Signals)?, "listening");
+        tokio::spawn(accept_loop(
+            l,
+            shared.clone(),
+            tracker.clone(),
+            stop.clone(),
+        ));
     }
     let reaper = {
         let shared = shared.clone();

@@ -27,11 +27,14 @@ pub enum DirectoryError {
 const QUERY: &str = "SELECT source_user, source_pass_hashed, dest_host, dest_db, dest_user, \
                      dest_pass_enc FROM perseus_auth WHERE source_db = $1 AND source_schema = $2";
 
+/// (source_db, source_schema).
+type TenantKey = (String, String);
+
 pub struct Directory {
     pool: deadpool_postgres::Pool,
     query_timeout: Duration,
     ttl: Duration,
-    cache: Mutex<HashMap<(String, String), (Arc<TenantRow>, Instant)>>,
+    cache: Mutex<HashMap<TenantKey, (Arc<TenantRow>, Instant)>>,
 }
 
 impl Directory {

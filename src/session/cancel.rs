@@ -41,7 +41,11 @@ impl Drop for CancelGuard<'_> {
 
 impl CancelMap {
     pub fn register(&self) -> CancelGuard<'_> {
-        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0x7fff_ffff;
+        let pid = self
+            .next_pid
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            & 0x7fff_ffff;
         let secret: i32 = rand::random();
         let slot = CancelSlot::default();
         self.slots

@@ -43,7 +43,10 @@ where
 {
     let started = Instant::now();
     let mut bufs = ClientBufs::default();
-    let login = tokio::time::timeout(shared.login_timeout, login(&mut s, &mut bufs, &shared, peer));
+    let login = tokio::time::timeout(
+        shared.login_timeout,
+        login(&mut s, &mut bufs, &shared, peer),
+    );
     let login = match login.await {
         Ok(Ok(Some(l))) => l,
         Ok(Ok(None)) => return,
@@ -129,7 +132,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             "auth failed: user does not match source_user");
         return Err(failed());
     }
-    match shared.verifier.verify(&row.source_pass_hashed, &password).await {
+    match shared
+        .verifier
+        .verify(&row.source_pass_hashed, &password)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(%peer, db = %id.database, schema = %id.schema, "auth failed: wrong password");
@@ -164,12 +171,20 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Brings a checked-out connection to the client's schema and settings.
-async fn prepare(pool: &DestPool, conn: &mut PooledConn, st: &mut ClientState) -> Result<(), ClientError> {
+async fn prepare(
+    pool: &DestPool,
+    conn: &mut PooledConn,
+    st: &mut ClientState,
+) -> Result<(), ClientError> {
     if let Some((sql, set_schema)) = checkout::plan(conn, &st.schema, &st.wanted) {
         let limit = pool.settings().schema_exec_timeout;
         checkout::apply(conn, &st.schema, &mut st.wanted, &sql, limit).await?;
         let stats = &pool.stats;
-        let counter = if set_schema { &stats.search_path_sets } else { &stats.param_sets };
+        let counter = if set_schema {
+            &stats.search_path_sets
+        } else {
+            &stats.param_sets
+        };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())

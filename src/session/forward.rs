@@ -55,7 +55,13 @@ fn poll_drain<W: AsyncWrite + Unpin>(
                 wrote = true;
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return if wrote { Poll::Ready(Ok(true)) } else { Poll::Pending },
+            Poll::Pending => {
+                return if wrote {
+                    Poll::Ready(Ok(true))
+                } else {
+                    Poll::Pending
+                };
+            }
         }
     }
     match Pin::new(&mut *w).poll_flush(cx) {
@@ -86,7 +92,13 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     let mut to_server = BytesMut::with_capacity(READ_CHUNK);
     let mut terminated = false;
     // Whatever the client already sent (that made us check out) goes first.
-    match scan_client(&mut bufs.input, &mut to_server, &mut t, st, &mut conn.schema) {
+    match scan_client(
+        &mut bufs.input,
+        &mut to_server,
+        &mut t,
+        st,
+        &mut conn.schema,
+    ) {
         Ok(ClientScan::Continue) => {}
         Ok(ClientScan::Terminate) => terminated = true,
         Err(e) => return Outcome::Protocol(e),
@@ -113,11 +125,19 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
             if bufs.output.len() < HIGH_WATER {
                 match poll_fill(&mut conn.stream, &mut conn.rbuf, cx) {
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Outcome::ServerLost(io::ErrorKind::UnexpectedEof.into()));
+                        return Poll::Ready(Outcome::ServerLost(
+                            io::ErrorKind::UnexpectedEof.into(),
+                        ));
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        let res = scan_server(&mut conn.rbuf, &mut bufs.output, &mut t, st, &mut conn.params);
+                        let res = scan_server(
+                            &mut conn.rbuf,
+                            &mut bufs.output,
+                            &mut t,
+                            st,
+                            &mut conn.params,
+                        );
                         match res {
                             Ok(true) if to_server.is_empty() && st.may_release() && !terminated => {
                                 return Poll::Ready(Outcome::Released);
@@ -138,7 +158,13 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        match scan_client(&mut bufs.input, &mut to_server, &mut t, st, &mut conn.schema) {
+                        match scan_client(
+                            &mut bufs.input,
+                            &mut to_server,
+                            &mut t,
+                            st,
+                            &mut conn.schema,
+                        ) {
                             Ok(ClientScan::Continue) => {}
                             Ok(ClientScan::Terminate) => terminated = true,
                             Err(e) => return Poll::Ready(Outcome::Protocol(e)),

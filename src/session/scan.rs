@@ -198,12 +198,16 @@ mod tests {
     #[test]
     fn open_transaction_and_unsynced_batches_hold_the_connection() {
         let (mut t, mut st, mut schema) = (TxnState::default(), client(), None);
-        let mut input = BytesMut::from(&[frame(b'Q', b"begin\0"), frame(b'P', b"\0select 1\0\0\0")].concat()[..]);
+        let mut input = BytesMut::from(
+            &[frame(b'Q', b"begin\0"), frame(b'P', b"\0select 1\0\0\0")].concat()[..],
+        );
         let mut out = BytesMut::new();
         scan_client(&mut input, &mut out, &mut t, &mut st, &mut schema).unwrap();
         let mut sin = BytesMut::from(&frame(b'Z', b"I")[..]);
         let mut params = HashMap::new();
-        assert!(!scan_server(&mut sin, &mut BytesMut::new(), &mut t, &mut st, &mut params).unwrap());
+        assert!(
+            !scan_server(&mut sin, &mut BytesMut::new(), &mut t, &mut st, &mut params).unwrap()
+        );
     }
 
     #[test]
@@ -224,10 +228,24 @@ mod tests {
     fn named_statements_are_tracked() {
         let (mut t, mut st, mut schema) = (TxnState::default(), client(), None);
         let mut input = BytesMut::from(&frame(b'P', b"s1\0select 1\0\0\0")[..]);
-        scan_client(&mut input, &mut BytesMut::new(), &mut t, &mut st, &mut schema).unwrap();
+        scan_client(
+            &mut input,
+            &mut BytesMut::new(),
+            &mut t,
+            &mut st,
+            &mut schema,
+        )
+        .unwrap();
         assert!(!st.may_release());
         let mut input = BytesMut::from(&frame(b'C', b"Ss1\0")[..]);
-        scan_client(&mut input, &mut BytesMut::new(), &mut t, &mut st, &mut schema).unwrap();
+        scan_client(
+            &mut input,
+            &mut BytesMut::new(),
+            &mut t,
+            &mut st,
+            &mut schema,
+        )
+        .unwrap();
         assert!(st.may_release());
     }
 

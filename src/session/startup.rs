@@ -12,7 +12,10 @@ use crate::proto::{ProtoError, backend, frontend};
 /// What the client opened with, once encryption negotiation is over.
 pub enum Opening {
     Startup(Vec<(String, String)>),
-    Cancel { pid: i32, secret: i32 },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
     /// The client hung up before saying anything useful.
     Gone,
 }
@@ -26,7 +29,11 @@ pub async fn read_opening<S: AsyncRead + AsyncWrite + Unpin>(
             if let Some(len) = startup::packet_len(buf)? {
                 break len;
             }
-            if s.read_buf(buf).await.map_err(|_| ProtoError::BadStartup("read failed"))? == 0 {
+            if s.read_buf(buf)
+                .await
+                .map_err(|_| ProtoError::BadStartup("read failed"))?
+                == 0
+            {
                 return Ok(Opening::Gone);
             }
         };
@@ -36,7 +43,9 @@ pub async fn read_opening<S: AsyncRead + AsyncWrite + Unpin>(
                 if !buf.is_empty() {
                     return Err(ProtoError::BadStartup("data after encryption request").into());
                 }
-                s.write_all(b"N").await.map_err(|_| ProtoError::BadStartup("write failed"))?;
+                s.write_all(b"N")
+                    .await
+                    .map_err(|_| ProtoError::BadStartup("write failed"))?;
             }
             StartupPacket::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
             StartupPacket::Startup { params } => return Ok(Opening::Startup(params)),
@@ -55,18 +64,18 @@ pub async fn read_password<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(None);
     }
     loop {
-        if let Some(h) = header(buf, startup::MAX_STARTUP_LEN)? {
-            if buf.len() >= h.frame_len {
-                if h.tag != b'p' {
-                    return Err(ClientError::Unexpected {
-                        expected: "a password message",
-                        got: h.tag as char,
-                    });
-                }
-                let pw = frontend::password(&buf[5..h.frame_len])?.to_vec();
-                buf.advance(h.frame_len);
-                return Ok(Some(pw));
+        if let Some(h) = header(buf, startup::MAX_STARTUP_LEN)?
+            && buf.len() >= h.frame_len
+        {
+            if h.tag != b'p' {
+                return Err(ClientError::Unexpected {
+                    expected: "a password message",
+                    got: h.tag as char,
+                });
             }
+            let pw = frontend::password(&buf[5..h.frame_len])?.to_vec();
+            buf.advance(h.frame_len);
+            return Ok(Some(pw));
         }
         match s.read_buf(buf).await {
             Ok(0) | Err(_) => return Ok(None),

@@ -87,11 +87,19 @@ fn schema_from(value: &str) -> String {
 }
 
 /// Startup keys the pooler consumes itself rather than applying as settings.
-const CONSUMED: &[&str] = &["user", "database", "options", "schema_search_path", "search_path"];
+const CONSUMED: &[&str] = &[
+    "user",
+    "database",
+    "options",
+    "schema_search_path",
+    "search_path",
+];
 
 pub fn identify(params: &[(String, String)]) -> Result<ClientIdentity, TenantError> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let user = get("user").filter(|u| !u.is_empty()).ok_or(TenantError::NoUser)?;
+    let user = get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or(TenantError::NoUser)?;
     let database = get("database")
         .filter(|d| !d.is_empty())
         .ok_or(TenantError::NoDatabase)?;
@@ -135,7 +143,10 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
