@@ -1,16 +1,192 @@
-//! Daemon wiring: listener, pools, signals and shutdown.
+//! Daemon wiring: build the shared parts from the configuration, listen, serve sessions, and
+//! react to signals (SIGHUP reload, SIGTERM/SIGINT shutdown).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::Config;
+use futures::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::directory::Directory;
+use crate::auth::verifier::Verifier;
+use crate::config::{self, Config};
+use crate::pool::Registry;
+use crate::proto::frame::DEFAULT_MAX_MESSAGE_LEN;
+use crate::secrets::kms::Kms;
+use crate::session::cancel::CancelMap;
+use crate::session::{Shared, client};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("the data path is not built yet")]
-    NotBuilt,
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the auth database pool: {0}")]
+    AuthPool(String),
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
 }
 
-/// Runs the daemon until it is told to stop.
-pub async fn run(_config_path: PathBuf, _config: Config) -> Result<(), AppError> {
-    Err(AppError::NotBuilt)
+fn auth_pool(cfg: &Config) -> Result<deadpool_postgres::Pool, AppError> {
+    let (pg, params) = cfg
+        .auth_db
+        .parse_dsn()
+        .map_err(|e| AppError::Config(e.to_string()))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let limit = cfg.auth_db.query_timeout;
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(params.max_conns.max(1))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(limit))
+        .create_timeout(Some(limit))
+        .recycle_timeout(Some(limit))
+        .build()
+        .map_err(|e| AppError::AuthPool(e.to_string()))
+}
+
+/// Binds one address; IPv6 sockets are v6-only so `:port` can bind both families side by side.
+fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    let err = |source| AppError::Listen { addr, source };
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(err)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true).map_err(err)?;
+    }
+    sock.set_reuse_address(true).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    sock.bind(&addr.into()).map_err(err)?;
+    sock.listen(1024).map_err(err)?;
+    TcpListener::from_std(sock.into()).map_err(err)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tracker.spawn(client::serve(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
+    match config::load(path) {
+        Err(errors) => {
+            tracing::error!(%errors, "SIGHUP: configuration invalid, keeping the running one")
+        }
+        Ok(new) => {
+            if new.listen_address != current.listen_address {
+                tracing::warn!("ListenAddress changed, needs restart");
+            }
+            if new.auth_db.dsn != current.auth_db.dsn {
+                tracing::warn!("AuthDBSettings.AuthDBDSN changed, needs restart");
+            }
+            if new.aws != current.aws {
+                tracing::warn!("AWSSettings changed, needs restart");
+            }
+            let new = Arc::new(new);
+            shared.registry.apply_config(new.clone());
+            *current = new;
+            tracing::info!("SIGHUP: configuration reloaded");
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
+    let mut current = Arc::new(config);
+    let addrs = current
+        .listen_addrs()
+        .map_err(|e| AppError::Config(e.to_string()))?;
+    let listeners = addrs
+        .iter()
+        .map(|a| bind(*a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kms = Kms::try_new(&current.aws)
+        .await
+        .map_err(|e| AppError::Config(e.to_string()))?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let shared = Arc::new(Shared {
+        directory: Directory::new(
+            auth_pool(&current)?,
+            current.auth_db.query_timeout,
+            current.auth_db.cache_ttl,
+        ),
+        verifier: Verifier::new(workers),
+        registry: Registry::new(current.clone(), kms),
+        cancel: CancelMap::default(),
+        login_timeout: Duration::from_secs(15),
+        max_message: DEFAULT_MAX_MESSAGE_LEN,
+    });
+    let mut signals =
+        signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    for l in listeners {
+        tracing::info!(addr = %l.local_addr().map_err(AppError::Signals)?, "listening");
+        tokio::spawn(accept_loop(
+            l,
+            shared.clone(),
+            tracker.clone(),
+            stop.clone(),
+        ));
+    }
+    let reaper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                shared.registry.reap_all();
+            }
+        })
+    };
+    while let Some(sig) = signals.next().await {
+        match sig {
+            SIGHUP => reload(&config_path, &mut current, &shared),
+            _ => {
+                tracing::info!(signal = sig, "shutting down");
+                break;
+            }
+        }
+    }
+    stop.cancel();
+    tracker.close();
+    let grace = Duration::from_secs(30);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown grace period over; closing remaining clients");
+    }
+    reaper.abort();
+    shared.registry.close_all();
+    Ok(())
 }

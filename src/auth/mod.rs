@@ -1,3 +1,5 @@
-//! Authentication: the easy-scrypt password hash and the tenant directory.
+//! Authentication: the easy-scrypt password hash, the tenant directory, and the verifier.
 
+pub mod directory;
 pub mod hash;
+pub mod verifier;

@@ -1,0 +1,138 @@
+//! The tenant directory: `perseus_auth` rows by (source_db, source_schema), cached with a TTL so
+//! an auth-DB outage does not lock out tenants already seen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One `perseus_auth` row, minus the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    pub source_user: String,
+    pub source_pass_hashed: String,
+    pub dest_host: String,
+    pub dest_db: String,
+    pub dest_user: String,
+    pub dest_pass_enc: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("no tenant for this database and schema")]
+    NotFound,
+    #[error("auth database unavailable: {0}")]
+    Unavailable(String),
+}
+
+const QUERY: &str = "SELECT source_user, source_pass_hashed, dest_host, dest_db, dest_user, \
+                     dest_pass_enc FROM perseus_auth WHERE source_db = $1 AND source_schema = $2";
+
+/// (source_db, source_schema).
+type TenantKey = (String, String);
+
+pub struct Directory {
+    pool: deadpool_postgres::Pool,
+    query_timeout: Duration,
+    ttl: Duration,
+    cache: Mutex<HashMap<TenantKey, (Arc<TenantRow>, Instant)>>,
+}
+
+impl Directory {
+    pub fn new(pool: deadpool_postgres::Pool, query_timeout: Duration, ttl: Duration) -> Self {
+        Directory {
+            pool,
+            query_timeout,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, key: &(String, String)) -> Option<(Arc<TenantRow>, Instant)> {
+        self.cache
+            .lock()
+            .expect("directory cache")
+            .get(key)
+            .cloned()
+    }
+
+    /// Looks a tenant up: a fresh cached row, else the auth DB, else (when that fails) a stale row.
+    pub async fn lookup(&self, db: &str, schema: &str) -> Result<Arc<TenantRow>, DirectoryError> {
+        let key = (db.to_owned(), schema.to_owned());
+        let cached = self.cached(&key);
+        if let Some((row, at)) = &cached
+            && at.elapsed() < self.ttl
+        {
+            return Ok(row.clone());
+        }
+        match tokio::time::timeout(self.query_timeout, self.query(db, schema)).await {
+            Ok(Ok(Some(row))) => {
+                let row = Arc::new(row);
+                self.cache
+                    .lock()
+                    .expect("directory cache")
+                    .insert(key, (row.clone(), Instant::now()));
+                Ok(row)
+            }
+            Ok(Ok(None)) => {
+                self.cache.lock().expect("directory cache").remove(&key);
+                Err(DirectoryError::NotFound)
+            }
+            Ok(Err(e)) => self.stale(cached, db, schema, e),
+            Err(_) => self.stale(
+                cached,
+                db,
+                schema,
+                format!("query timed out after {:?}", self.query_timeout),
+            ),
+        }
+    }
+
+    fn stale(
+        &self,
+        cached: Option<(Arc<TenantRow>, Instant)>,
+        db: &str,
+        schema: &str,
+        why: String,
+    ) -> Result<Arc<TenantRow>, DirectoryError> {
+        match cached {
+            Some((row, at)) => {
+                tracing::warn!(db, schema, age = ?at.elapsed(), reason = %why,
+                    "auth database unavailable; using stale tenant row");
+                Ok(row)
+            }
+            None => Err(DirectoryError::Unavailable(why)),
+        }
+    }
+
+    async fn query(&self, db: &str, schema: &str) -> Result<Option<TenantRow>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client
+            .prepare_cached(QUERY)
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_opt(&stmt, &[&db, &schema])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.map(|r| TenantRow {
+            source_user: r.get(0),
+            source_pass_hashed: r.get(1),
+            dest_host: r.get(2),
+            dest_db: r.get(3),
+            dest_user: r.get(4),
+            dest_pass_enc: r.get(5),
+        }))
+    }
+
+    /// Whether the auth DB answers right now (for /health).
+    pub async fn ping(&self) -> bool {
+        let fut = async {
+            let c = self.pool.get().await.ok()?;
+            c.simple_query("SELECT 1").await.ok()
+        };
+        matches!(
+            tokio::time::timeout(self.query_timeout, fut).await,
+            Ok(Some(_))
+        )
+    }
+}

@@ -1,0 +1,202 @@
+//! One physical pool per destination, shared by every tenant routed there: checkout with a wait
+//! bound, release that keeps at most MaxIdle idle, reaping by idle time and lifetime.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use deadpool::Runtime;
+use deadpool::managed::{Object, Pool, PoolError, QueueMode, TimeoutType, Timeouts};
+
+use super::destination::{DestKey, Destination};
+use super::manager::ServerManager;
+use super::server::{ServerConn, ServerError};
+use super::stats::PoolStats;
+use crate::config::PoolSettings;
+
+pub type PooledConn = Object<ServerManager>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("timed out after {waited:?} waiting for a server connection in pool {pool}")]
+    WaitTimeout { pool: String, waited: Duration },
+    #[error("cannot open a server connection for pool {pool}: {source}")]
+    Server { pool: String, source: ServerError },
+    #[error("pool {0} is closed")]
+    Closed(String),
+}
+
+pub struct DestPool {
+    pub key: DestKey,
+    /// `dest_host` and `dest_db` as the Go daemon labels its metrics.
+    pub labels: (String, String),
+    pool: Pool<ServerManager>,
+    settings: Arc<RwLock<PoolSettings>>,
+    pub stats: Arc<PoolStats>,
+    /// The ParameterStatus set of the first server connection, replayed to new clients.
+    startup_params: Mutex<Vec<(String, String)>>,
+    /// Ciphertext the password came from, so a rotated secret builds a new pool.
+    pub ciphertext: String,
+}
+
+impl DestPool {
+    pub fn new(
+        key: DestKey,
+        password: String,
+        ciphertext: String,
+        settings: PoolSettings,
+    ) -> Arc<Self> {
+        let stats = Arc::new(PoolStats::default());
+        let max = settings.max_open.max(1) as usize;
+        let settings = Arc::new(RwLock::new(settings));
+        let manager = ServerManager {
+            dest: Destination {
+                host: key.host.clone(),
+                port: key.port,
+                db: key.db.clone(),
+                user: key.user.clone(),
+                password,
+            },
+            settings: settings.clone(),
+            stats: stats.clone(),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(max)
+            .queue_mode(QueueMode::Lifo)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .expect("a runtime is set, so building the pool cannot fail");
+        Arc::new(DestPool {
+            labels: (key.dest_host_label(), key.db.clone()),
+            key,
+            pool,
+            settings,
+            stats,
+            startup_params: Mutex::new(Vec::new()),
+            ciphertext,
+        })
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings.read().expect("pool settings lock").clone()
+    }
+
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.labels.0, self.labels.1)
+    }
+
+    pub fn status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+
+    /// Hands out a healthy connection, waiting at most WaitTimeoutSecs.
+    pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
+        let s = self.settings();
+        let timeouts = Timeouts {
+            wait: Some(s.wait_timeout),
+            create: Some(s.conn_create_timeout),
+            recycle: None,
+        };
+        let status = self.pool.status();
+        let contended = status.available == 0 && status.size >= status.max_size;
+        let started = Instant::now();
+        let res = self.pool.timeout_get(&timeouts).await;
+        if contended {
+            self.stats.note_wait(started.elapsed());
+        }
+        let conn = res.map_err(|e| {
+            self.stats
+                .checkout_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match e {
+                PoolError::Timeout(TimeoutType::Create) => CheckoutError::Server {
+                    pool: self.name(),
+                    source: ServerError::ConnectTimeout(s.conn_create_timeout),
+                },
+                PoolError::Timeout(_) => CheckoutError::WaitTimeout {
+                    pool: self.name(),
+                    waited: started.elapsed(),
+                },
+                PoolError::Backend(source) => CheckoutError::Server {
+                    pool: self.name(),
+                    source,
+                },
+                _ => CheckoutError::Closed(self.name()),
+            }
+        })?;
+        self.stats
+            .checkouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.remember_params(&conn);
+        Ok(conn)
+    }
+
+    fn remember_params(&self, conn: &ServerConn) {
+        let mut p = self.startup_params.lock().expect("params lock");
+        if p.is_empty() {
+            *p = conn
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            p.sort();
+        }
+    }
+
+    /// What a new client is told in ParameterStatus, as the destination server said it.
+    pub fn startup_params(&self) -> Vec<(String, String)> {
+        self.startup_params.lock().expect("params lock").clone()
+    }
+
+    /// Returns a connection. Anything not known clean is closed instead of pooled.
+    pub fn release(&self, conn: PooledConn, reusable: bool) {
+        if !reusable || conn.broken {
+            drop(Object::take(conn));
+            return;
+        }
+        let max_idle = self.settings.read().expect("pool settings lock").max_idle as usize;
+        if self.pool.status().available >= max_idle {
+            self.stats
+                .max_idle_closed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(Object::take(conn));
+            return;
+        }
+        drop(conn);
+    }
+
+    /// Closes idle connections past their idle time or lifetime, and any beyond MaxIdle.
+    pub fn reap(&self) {
+        let s = self.settings();
+        let mut keep = s.max_idle as usize;
+        let stats = &self.stats;
+        self.pool.retain(|_, m| {
+            if m.age() >= s.max_lifetime {
+                stats.note_lifetime_closed();
+                false
+            } else if m.last_used() >= s.max_idle_time {
+                stats.note_idle_time_closed();
+                false
+            } else if keep == 0 {
+                stats
+                    .max_idle_closed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            } else {
+                keep -= 1;
+                true
+            }
+        });
+    }
+
+    /// Applies reloaded settings: resizing never interrupts a connection in use.
+    pub fn apply_settings(&self, s: PoolSettings) {
+        let max = s.max_open.max(1) as usize;
+        *self.settings.write().expect("pool settings lock") = s;
+        self.pool.resize(max);
+        self.reap();
+    }
+
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}

@@ -1,0 +1,13 @@
+//! Server-side pooling: raw server connections, one deadpool pool per destination, the registry.
+
+pub mod dest_pool;
+pub mod destination;
+pub mod manager;
+pub mod registry;
+pub mod server;
+pub mod stats;
+
+pub use dest_pool::{CheckoutError, DestPool, PooledConn};
+pub use destination::{DestKey, Destination};
+pub use registry::{Registry, RouteError};
+pub use server::{ServerConn, ServerError};

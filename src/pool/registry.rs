@@ -1,0 +1,110 @@
+//! The pool registry: destination key to pool, with the destination password decrypted once
+//! and the pools retuned when the configuration changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::dest_pool::DestPool;
+use super::destination::{BadDestHost, DestKey};
+use crate::config::Config;
+use crate::secrets::kms::{Kms, SecretError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    BadHost(#[from] BadDestHost),
+    #[error("cannot decrypt the destination password: {0}")]
+    Decrypt(#[from] SecretError),
+}
+
+pub struct Registry {
+    pools: Mutex<HashMap<DestKey, Arc<DestPool>>>,
+    /// Serialises first-time setup of a destination so a login storm decrypts once.
+    creating: tokio::sync::Mutex<()>,
+    config: Mutex<Arc<Config>>,
+    kms: Kms,
+}
+
+impl Registry {
+    pub fn new(config: Arc<Config>, kms: Kms) -> Self {
+        Registry {
+            pools: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            config: Mutex::new(config),
+            kms,
+        }
+    }
+
+    fn lookup(&self, key: &DestKey, ciphertext: &str) -> Option<Arc<DestPool>> {
+        let pools = self.pools.lock().expect("registry lock");
+        pools
+            .get(key)
+            .filter(|p| p.ciphertext == ciphertext)
+            .cloned()
+    }
+
+    /// The pool for a destination, creating it (and decrypting its password) on first use.
+    pub async fn pool_for(
+        &self,
+        key: DestKey,
+        ciphertext: &str,
+    ) -> Result<Arc<DestPool>, RouteError> {
+        if let Some(p) = self.lookup(&key, ciphertext) {
+            return Ok(p);
+        }
+        let _guard = self.creating.lock().await;
+        if let Some(p) = self.lookup(&key, ciphertext) {
+            return Ok(p);
+        }
+        let password = self.kms.decrypt(ciphertext).await?;
+        let settings = {
+            let cfg = self.config.lock().expect("config lock");
+            cfg.pool_settings_for(&key.dest_host_label(), &key.db)
+        };
+        let pool = DestPool::new(key.clone(), password, ciphertext.to_owned(), settings);
+        tracing::info!(pool = %pool.name(), dest_user = %key.user, "pool created");
+        let old = self
+            .pools
+            .lock()
+            .expect("registry lock")
+            .insert(key, pool.clone());
+        if let Some(old) = old {
+            tracing::info!(pool = %old.name(), "destination secret changed; old pool retired");
+            old.close();
+        }
+        Ok(pool)
+    }
+
+    pub fn pools(&self) -> Vec<Arc<DestPool>> {
+        self.pools
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Retunes every live pool to a new configuration snapshot.
+    pub fn apply_config(&self, config: Arc<Config>) {
+        for pool in self.pools() {
+            let s = config.pool_settings_for(&pool.labels.0, &pool.labels.1);
+            if s != pool.settings() {
+                tracing::info!(pool = %pool.name(), ?s, "pool settings applied");
+                pool.apply_settings(s);
+            }
+        }
+        *self.config.lock().expect("config lock") = config;
+    }
+
+    pub fn reap_all(&self) {
+        for pool in self.pools() {
+            pool.reap();
+        }
+    }
+
+    pub fn close_all(&self) {
+        for pool in self.pools() {
+            pool.close();
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! One raw server connection: connect, authenticate (SCRAM-SHA-256, MD5, cleartext), and run the
+//! pooler's own short commands (SET search_path, client parameters) on it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::destination::Destination;
+use crate::proto::backend::{parse_error_fields, parse_parameter_status};
+use crate::proto::frame::{DEFAULT_MAX_MESSAGE_LEN, header};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out after {0:?} connecting to the server")]
+    ConnectTimeout(Duration),
+    #[error("server connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server rejected the pooler: {code} {message}")]
+    Rejected { code: String, message: String },
+    #[error("server asked for an unsupported authentication method ({0})")]
+    UnsupportedAuth(&'static str),
+    #[error("protocol error from server: {0}")]
+    Protocol(String),
+    #[error("timed out after {0:?} running {1}")]
+    ExecTimeout(Duration, &'static str),
+}
+
+/// A PostgreSQL connection the pool owns, with what the pooler knows about its session.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    pub addr: SocketAddr,
+    pub backend_pid: i32,
+    pub backend_secret: i32,
+    /// Current values (lower-case names) of parameters the server reports, plus those we SET.
+    pub params: HashMap<String, String>,
+    /// Settings we SET that the server does not report back, so they must be RESET for others.
+    pub extra_settings: std::collections::BTreeSet<String>,
+    /// The schema our last `SET search_path` installed; `None` when unknown.
+    pub schema: Option<String>,
+    /// Set when the connection's state cannot be trusted; it is then closed, never reused.
+    pub broken: bool,
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        // Best effort Terminate so the server logs a clean disconnect; a 5-byte write into an
+        // idle socket's empty send buffer does not block.
+        let _ = self.stream.try_write(b"X\0\0\0\x04");
+    }
+}
+
+async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<backend::Message, ServerError> {
+    loop {
+        if let Some(msg) = backend::Message::parse(buf)? {
+            return Ok(msg);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+fn rejected(body: &backend::ErrorResponseBody) -> ServerError {
+    use fallible_iterator::FallibleIterator;
+    let (mut code, mut message) = (String::new(), String::new());
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    ServerError::Rejected { code, message }
+}
+
+impl ServerConn {
+    /// Opens and authenticates a connection; the caller bounds it with ConnCreateTimeoutSecs.
+    pub async fn connect(dest: &Destination) -> Result<ServerConn, ServerError> {
+        let target = format!("{}:{}", dest.host, dest.port);
+        let stream = TcpStream::connect(&target)
+            .await
+            .map_err(|source| ServerError::Connect {
+                addr: target.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let addr = stream.peer_addr()?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            addr,
+            backend_pid: 0,
+            backend_secret: 0,
+            params: HashMap::new(),
+            extra_settings: Default::default(),
+            schema: None,
+            broken: false,
+        };
+        conn.startup(dest).await?;
+        Ok(conn)
+    }
+
+    async fn send(&mut self, buf: &[u8]) -> Result<(), ServerError> {
+        self.stream.write_all(buf).await?;
+        Ok(())
+    }
+
+    async fn startup(&mut self, dest: &Destination) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        let params = [
+            ("user", dest.user.as_str()),
+            ("database", dest.db.as_str()),
+            ("application_name", "perseus"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut out)?;
+        self.send(&out).await?;
+        let password = dest.password.as_bytes();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let msg = read_message(&mut self.stream, &mut self.rbuf).await?;
+            out.clear();
+            match msg {
+                backend::Message::AuthenticationOk => {}
+                backend::Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(password, &mut out)?;
+                    self.send(&out).await?;
+                }
+                backend::Message::AuthenticationMd5Password(body) => {
+                    let hashed = md5_hash(dest.user.as_bytes(), password, body.salt());
+                    frontend::password_message(hashed.as_bytes(), &mut out)?;
+                    self.send(&out).await?;
+                }
+                backend::Message::AuthenticationSasl(body) => {
+                    let mut mechs = body.mechanisms();
+                    let mut found = false;
+                    while let Some(m) = fallible_iterator::FallibleIterator::next(&mut mechs)? {
+                        found |= m == SCRAM_SHA_256;
+                    }
+                    if !found {
+                        return Err(ServerError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
+                    }
+                    let s = ScramSha256::new(password, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                    self.send(&out).await?;
+                    scram = Some(s);
+                }
+                backend::Message::AuthenticationSaslContinue(body) => {
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ServerError::Protocol("SASL continue before SASL start".into())
+                    })?;
+                    s.update(body.data())?;
+                    frontend::sasl_response(s.message(), &mut out)?;
+                    self.send(&out).await?;
+                }
+                backend::Message::AuthenticationSaslFinal(body) => {
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ServerError::Protocol("SASL final before SASL start".into())
+                    })?;
+                    s.finish(body.data())?;
+                }
+                backend::Message::AuthenticationKerberosV5
+                | backend::Message::AuthenticationScmCredential
+                | backend::Message::AuthenticationGss
+                | backend::Message::AuthenticationSspi => {
+                    return Err(ServerError::UnsupportedAuth("Kerberos/GSS/SSPI"));
+                }
+                backend::Message::ParameterStatus(body) => {
+                    self.params
+                        .insert(body.name()?.to_ascii_lowercase(), body.value()?.to_owned());
+                }
+                backend::Message::BackendKeyData(body) => {
+                    self.backend_pid = body.process_id();
+                    self.backend_secret = body.secret_key();
+                }
+                backend::Message::ReadyForQuery(_) => return Ok(()),
+                backend::Message::ErrorResponse(body) => return Err(rejected(&body)),
+                backend::Message::NoticeResponse(_) => {}
+                _ => {
+                    return Err(ServerError::Protocol(
+                        "unexpected message during startup".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs the pooler's own simple-protocol command and waits for ReadyForQuery, keeping
+    /// ParameterStatus changes. An error from the server fails the call and the connection.
+    pub async fn exec(
+        &mut self,
+        sql: &str,
+        what: &'static str,
+        limit: Duration,
+    ) -> Result<(), ServerError> {
+        let res = tokio::time::timeout(limit, self.exec_inner(sql)).await;
+        let res = res.unwrap_or(Err(ServerError::ExecTimeout(limit, what)));
+        if res.is_err() {
+            self.broken = true;
+        }
+        res
+    }
+
+    async fn exec_inner(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        self.send(&out).await?;
+        let mut failure = None;
+        loop {
+            let Some(h) = header(&self.rbuf, DEFAULT_MAX_MESSAGE_LEN)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?
+            else {
+                if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                    return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                continue;
+            };
+            if self.rbuf.len() < h.frame_len {
+                if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                    return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                continue;
+            }
+            let frame = self.rbuf.split_to(h.frame_len);
+            let body = &frame[5..];
+            match h.tag {
+                b'S' => self.note_parameter(body),
+                b'E' => {
+                    let (code, message) = parse_error_fields(body);
+                    failure = Some(ServerError::Rejected { code, message });
+                }
+                b'Z' => {
+                    return match failure {
+                        Some(e) => Err(e),
+                        None if body.first() == Some(&b'I') => Ok(()),
+                        None => Err(ServerError::Protocol(
+                            "pooler command left a transaction open".into(),
+                        )),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records a ParameterStatus body; returns the (name, value) for callers that track clients.
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        if let Some((name, value)) = parse_parameter_status(body) {
+            self.params
+                .insert(name.to_ascii_lowercase(), value.to_owned());
+        }
+    }
+
+    /// Whether the socket still looks usable while idle: no EOF and no unsolicited bytes.
+    pub fn idle_check(&mut self) -> bool {
+        if self.broken || !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Drops bytes already consumed from the read buffer (kept for symmetry with framing code).
+    pub fn consume(&mut self, n: usize) {
+        self.rbuf.advance(n);
+    }
+}

@@ -1,0 +1,278 @@
+//! A conservative look at client SQL text: does it change search_path, or create session state
+//! that must not leak to the next user of a pooled server connection?
+//!
+//! This is not a parser. It lexes enough (comments, quotes, dollar quotes) to find statement
+//! boundaries and keywords, and when in doubt it answers "pin", because a wrong "no" leaks one
+//! tenant's session into another's.
+
+/// What a piece of SQL may do to the session it runs on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    /// The server's search_path may no longer be the tenant's schema.
+    pub search_path: bool,
+    /// The session now holds state that cannot be moved to another server connection.
+    pub pin: Option<&'static str>,
+}
+
+/// Parameters whose changes the server reports with ParameterStatus, so the pooler tracks them.
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "standard_conforming_strings",
+];
+
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Word(String),
+    Str(String),
+    Punct(u8),
+}
+
+fn lex(sql: &[u8]) -> Vec<Tok> {
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < sql.len() {
+        let c = sql[i];
+        match c {
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                while i < sql.len() && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                while i < sql.len() {
+                    if sql[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if sql[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'\'' => {
+                let escapes = i > 0 && matches!(sql[i - 1], b'e' | b'E');
+                let start = i + 1;
+                i += 1;
+                let mut text = Vec::new();
+                while i < sql.len() {
+                    if escapes && sql[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if sql[i] == b'\'' {
+                        if sql.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                text.extend_from_slice(&sql[start.min(sql.len())..i.min(sql.len())]);
+                toks.push(Tok::Str(String::from_utf8_lossy(&text).to_lowercase()));
+                i += 1;
+            }
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < sql.len() && sql[i] != b'"' {
+                    i += 1;
+                }
+                let word = &sql[start.min(sql.len())..i.min(sql.len())];
+                toks.push(Tok::Word(String::from_utf8_lossy(word).to_lowercase()));
+                i += 1;
+            }
+            // Dollar-quote delimiters are dropped and the body lexed as code, so a DO block or
+            // function body that sets session state is still seen.
+            b'$' => {
+                i += 1;
+                while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_') {
+                    i += 1;
+                }
+                if sql.get(i) == Some(&b'$') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                let start = i;
+                while i < sql.len()
+                    && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                toks.push(Tok::Word(
+                    String::from_utf8_lossy(&sql[start..i]).to_ascii_lowercase(),
+                ));
+            }
+            c if c.is_ascii_whitespace() || c.is_ascii_digit() => i += 1,
+            c => {
+                toks.push(Tok::Punct(c));
+                i += 1;
+            }
+        }
+    }
+    toks
+}
+
+fn word(t: Option<&Tok>) -> &str {
+    match t {
+        Some(Tok::Word(w)) => w,
+        _ => "",
+    }
+}
+
+fn classify_set(rest: &[Tok], fx: &mut Effects) {
+    let mut i = 0;
+    let local = word(rest.first()) == "local";
+    if matches!(word(rest.first()), "local" | "session") {
+        i = 1;
+    }
+    let name = word(rest.get(i));
+    match name {
+        "search_path" | "schema" => fx.search_path = true,
+        "transaction" | "constraints" => {}
+        "role" => fx.pin = Some("SET ROLE"),
+        "session" if word(rest.get(i + 1)) == "characteristics" => {
+            fx.pin = Some("SET SESSION CHARACTERISTICS")
+        }
+        "session" => fx.pin = Some("SET SESSION AUTHORIZATION"),
+        "time" if word(rest.get(i + 1)) == "zone" => {}
+        n if REPORTED.contains(&n) => {}
+        _ if local => {}
+        _ => fx.pin = Some("session-level SET"),
+    }
+}
+
+fn classify_statement(st: &[Tok], fx: &mut Effects) {
+    match word(st.first()) {
+        "set" => classify_set(&st[1..], fx),
+        "reset" | "discard" => fx.search_path = true,
+        "prepare" => fx.pin = Some("SQL PREPARE"),
+        "listen" => fx.pin = Some("LISTEN"),
+        "load" => fx.pin = Some("LOAD"),
+        _ => {}
+    }
+    let mut saw_set_config = false;
+    let mut names_search_path = false;
+    for (i, t) in st.iter().enumerate() {
+        match t {
+            Tok::Word(w) => match w.as_str() {
+                "temp" | "temporary" => fx.pin = Some("temporary table"),
+                "hold" if i > 0 && word(st.get(i - 1)) == "with" => {
+                    fx.pin = Some("DECLARE ... WITH HOLD")
+                }
+                "pg_advisory_lock"
+                | "pg_advisory_lock_shared"
+                | "pg_try_advisory_lock"
+                | "pg_try_advisory_lock_shared" => fx.pin = Some("session advisory lock"),
+                "currval" | "lastval" => fx.pin = Some("currval()/lastval()"),
+                "set_config" => saw_set_config = true,
+                "search_path" => names_search_path = true,
+                _ => {}
+            },
+            Tok::Str(s) if s == "search_path" => names_search_path = true,
+            _ => {}
+        }
+    }
+    if saw_set_config {
+        fx.search_path = true;
+        if !names_search_path {
+            fx.pin = Some("set_config()");
+        }
+    }
+}
+
+/// Classifies a Query or Parse text (possibly several statements).
+pub fn classify(sql: &[u8]) -> Effects {
+    let toks = lex(sql);
+    let mut fx = Effects::default();
+    for st in toks.split(|t| *t == Tok::Punct(b';')) {
+        classify_statement(st, &mut fx);
+    }
+    fx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(sql: &str) -> Option<&'static str> {
+        classify(sql.as_bytes()).pin
+    }
+
+    #[test]
+    fn plain_queries_are_harmless() {
+        for q in [
+            "select * from t where a = 'temp'",
+            "UPDATE t SET x = 1 WHERE id = $1",
+            "select 1 offset 5",
+            "BEGIN; SET LOCAL statement_timeout = 5; COMMIT",
+            "SET application_name = 'x'",
+            "SET TIME ZONE 'UTC'",
+            "select pg_advisory_xact_lock(1)",
+            "-- set role x\nselect 1",
+        ] {
+            assert_eq!(classify(q.as_bytes()), Effects::default(), "{q}");
+        }
+    }
+
+    #[test]
+    fn search_path_changes_are_seen() {
+        for q in [
+            "SET search_path TO other",
+            "set SESSION Search_Path = a,b",
+            "RESET ALL",
+            "discard all",
+            "select set_config('search_path', 'x', false)",
+            "SET \"search_path\" TO x",
+        ] {
+            assert!(classify(q.as_bytes()).search_path, "{q}");
+        }
+        assert_eq!(pin("select set_config('search_path', 'x', false)"), None);
+    }
+
+    #[test]
+    fn session_state_pins() {
+        for q in [
+            "PREPARE p AS select 1",
+            "listen chan",
+            "DECLARE c CURSOR WITH HOLD FOR select 1",
+            "create temp table t (a int)",
+            "CREATE TEMPORARY TABLE t (a int)",
+            "select pg_advisory_lock(42)",
+            "select currval('s')",
+            "SET ROLE admin",
+            "SET SESSION AUTHORIZATION bob",
+            "SET statement_timeout = 100",
+            "select set_config('statement_timeout', '1', false)",
+            "DO $$ BEGIN PERFORM set_config('work_mem', '1MB', false); END $$",
+            "select 1; set work_mem = '1MB'",
+        ] {
+            assert!(pin(q).is_some(), "{q}");
+        }
+    }
+
+    #[test]
+    fn lexer_survives_garbage() {
+        for q in [
+            "'unterminated",
+            "\"x",
+            "/* open",
+            "$$",
+            "e'\\",
+            "\u{ff}set role",
+        ] {
+            let _ = classify(q.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The untagged packets a client sends first: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage.
+
+use bytes::BytesMut;
+use pgwire::messages::startup::Startup;
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+
+use super::ProtoError;
+
+/// PostgreSQL refuses startup packets above 10,000 bytes; so do we.
+pub const MAX_STARTUP_LEN: usize = 10_000;
+
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    SslRequest,
+    GssEncRequest,
+    Cancel { pid: i32, secret: i32 },
+    Startup { params: Vec<(String, String)> },
+}
+
+/// Length of the packet at the start of `buf` once it is all there, checked against the limit.
+pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, ProtoError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if !(8..=MAX_STARTUP_LEN as i32).contains(&len) {
+        return Err(ProtoError::BadLength {
+            len: len as i64,
+            min: 8,
+            max: MAX_STARTUP_LEN,
+        });
+    }
+    let len = len as usize;
+    Ok((buf.len() >= len).then_some(len))
+}
+
+/// Parses one whole packet (length prefix included).
+pub fn parse(packet: &[u8]) -> Result<StartupPacket, ProtoError> {
+    let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+    match code {
+        SSL_REQUEST if packet.len() == 8 => Ok(StartupPacket::SslRequest),
+        GSSENC_REQUEST if packet.len() == 8 => Ok(StartupPacket::GssEncRequest),
+        CANCEL_REQUEST if packet.len() == 16 => Ok(StartupPacket::Cancel {
+            pid: i32::from_be_bytes(packet[8..12].try_into().expect("4 bytes")),
+            secret: i32::from_be_bytes(packet[12..16].try_into().expect("4 bytes")),
+        }),
+        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => {
+            Err(ProtoError::BadStartup("request code with a wrong length"))
+        }
+        _ => {
+            let (major, minor) = ((code >> 16) as u16, (code & 0xffff) as u16);
+            if major != 3 || minor != 0 {
+                return Err(ProtoError::UnsupportedProtocol { major, minor });
+            }
+            if packet.last() != Some(&0) {
+                return Err(ProtoError::BadStartup("parameter list is not terminated"));
+            }
+            let mut buf = BytesMut::from(packet);
+            let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+            let startup = Startup::decode(&mut buf, &ctx)
+                .map_err(|_| ProtoError::BadStartup("undecodable parameters"))?
+                .ok_or(ProtoError::BadStartup("truncated"))?;
+            Ok(StartupPacket::Startup {
+                params: startup.parameters.into_iter().collect(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(code: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(&code.to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn ssl_and_cancel() {
+        assert_eq!(
+            parse(&packet(SSL_REQUEST, b"")),
+            Ok(StartupPacket::SslRequest)
+        );
+        let c = packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9]);
+        assert_eq!(parse(&c), Ok(StartupPacket::Cancel { pid: 7, secret: 9 }));
+    }
+
+    #[test]
+    fn startup_params() {
+        let p = packet(196_608, b"user\0bob\0database\0db\0\0");
+        assert_eq!(packet_len(&p), Ok(Some(p.len())));
+        let StartupPacket::Startup { params } = parse(&p).unwrap() else {
+            panic!("not a startup")
+        };
+        assert!(params.contains(&("user".into(), "bob".into())));
+        assert!(params.contains(&("database".into(), "db".into())));
+    }
+
+    #[test]
+    fn rejects_bad_versions_and_lengths() {
+        assert!(matches!(
+            parse(&packet(2 << 16, b"\0")),
+            Err(ProtoError::UnsupportedProtocol { major: 2, .. })
+        ));
+        assert!(packet_len(&[0, 0, 0xff, 0xff]).is_err());
+        assert!(packet_len(&[0, 0, 0, 4]).is_err());
+        assert!(parse(&packet(196_608, b"user\0bob")).is_err());
+    }
+}

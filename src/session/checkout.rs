@@ -1,0 +1,97 @@
+//! Making a server connection fit a client before its first message goes out: the tenant's
+//! search_path and the client's session settings, with one round trip and only when they differ.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::pool::{ServerConn, ServerError};
+
+/// Server-reported parameters a client may set; for these the server tells us the current value.
+pub const REPORTED_SETTABLE: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+];
+
+/// `quote_ident` for any schema name: always quoted, so mixed case, spaces and quotes survive.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A standard-conforming string literal (no backslash escapes are interpreted).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// What the server connection must run, or None when it already fits.
+pub fn plan(
+    conn: &ServerConn,
+    schema: &str,
+    wanted: &BTreeMap<String, String>,
+) -> Option<(String, bool)> {
+    let mut sql = String::new();
+    let set_schema = conn.schema.as_deref() != Some(schema);
+    if set_schema {
+        sql.push_str("SET search_path TO ");
+        sql.push_str(&quote_ident(schema));
+        sql.push(';');
+    }
+    for (k, v) in wanted {
+        if conn.params.get(k) != Some(v) {
+            sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+        }
+    }
+    for k in &conn.extra_settings {
+        if !wanted.contains_key(k) {
+            sql.push_str(&format!("RESET {};", quote_ident(k)));
+        }
+    }
+    (!sql.is_empty()).then_some((sql, set_schema))
+}
+
+/// Runs the plan and records the new state on both sides. `wanted` gets the server's
+/// normalised spelling of reported values, so the next comparison matches.
+pub async fn apply(
+    conn: &mut ServerConn,
+    schema: &str,
+    wanted: &mut BTreeMap<String, String>,
+    sql: &str,
+    limit: Duration,
+) -> Result<(), ServerError> {
+    conn.exec(sql, "SET search_path", limit).await?;
+    conn.schema = Some(schema.to_owned());
+    let stale: Vec<String> = conn
+        .extra_settings
+        .iter()
+        .filter(|k| !wanted.contains_key(*k))
+        .cloned()
+        .collect();
+    for k in stale {
+        conn.extra_settings.remove(&k);
+        conn.params.remove(&k);
+    }
+    for (k, v) in wanted.iter_mut() {
+        if REPORTED_SETTABLE.contains(&k.as_str()) {
+            if let Some(actual) = conn.params.get(k) {
+                *v = actual.clone();
+            }
+        } else {
+            conn.params.insert(k.clone(), v.clone());
+            conn.extra_settings.insert(k.clone());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("My \"Schema\""), "\"My \"\"Schema\"\"\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,252 @@
+//! One client session from accept to goodbye: login, welcome, then transaction after
+//! transaction on whichever server connection the pool hands out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::cancel::ServerKey;
+use super::checkout::{self, REPORTED_SETTABLE};
+use super::forward::{ClientBufs, Outcome, forward};
+use super::startup::{Opening, read_opening, read_password};
+use super::state::ClientState;
+use super::tenant::{ClientIdentity, identify};
+use super::{Shared, SharedRef};
+use crate::auth::directory::DirectoryError;
+use crate::error::ClientError;
+use crate::pool::{DestKey, DestPool, PooledConn};
+use crate::proto::backend;
+
+/// A logged-in client, ready for its first query.
+struct Login {
+    id: ClientIdentity,
+    pool: Arc<DestPool>,
+    state: ClientState,
+}
+
+/// Spelling a client expects for the parameters PostgreSQL reports in mixed case.
+fn canonical(name: &str) -> &str {
+    match name {
+        "datestyle" => "DateStyle",
+        "intervalstyle" => "IntervalStyle",
+        "timezone" => "TimeZone",
+        other => other,
+    }
+}
+
+pub async fn serve<S>(mut s: S, peer: SocketAddr, shared: SharedRef)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let mut bufs = ClientBufs::default();
+    let login = tokio::time::timeout(
+        shared.login_timeout,
+        login(&mut s, &mut bufs, &shared, peer),
+    );
+    let login = match login.await {
+        Ok(Ok(Some(l))) => l,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, sqlstate = e.sqlstate(), "login refused");
+            return fatal(&mut s, &e).await;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "login timed out");
+            let e = ClientError::NotSupported("login timed out".into());
+            return fatal(&mut s, &e).await;
+        }
+    };
+    let Login {
+        id,
+        pool,
+        state: mut st,
+    } = login;
+    let cancel = shared.cancel.register();
+    let mut out = BytesMut::new();
+    backend::auth_ok(&mut out);
+    for (name, default) in pool.startup_params() {
+        let value = st.wanted.get(&name).unwrap_or(&default);
+        backend::parameter_status(&mut out, canonical(&name), value);
+    }
+    backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    backend::ready_for_query(&mut out, b'I');
+    if s.write_all(&out).await.is_err() {
+        return;
+    }
+    tracing::info!(%peer, db = %id.database, schema = %id.schema, user = %id.user,
+        pool = %pool.name(), login_ms = started.elapsed().as_millis() as u64, "client logged in");
+    let end = run(&mut s, &mut bufs, &pool, &mut st, &shared, &cancel.slot).await;
+    if let Err(e) = &end {
+        let _ = s.write_all(&bufs.output).await;
+        fatal(&mut s, e).await;
+    }
+    tracing::info!(%peer, db = %id.database, schema = %id.schema,
+        secs = started.elapsed().as_secs_f64(), error = end.err().map(|e| e.to_string()),
+        "client disconnected");
+}
+
+async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &ClientError) {
+    let mut out = BytesMut::new();
+    e.write_fatal(&mut out);
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+}
+
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    bufs: &mut ClientBufs,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Result<Option<Login>, ClientError> {
+    let params = match read_opening(s, &mut bufs.input).await? {
+        Opening::Startup(p) => p,
+        Opening::Cancel { pid, secret } => {
+            shared.cancel.cancel(pid, secret).await;
+            return Ok(None);
+        }
+        Opening::Gone => return Ok(None),
+    };
+    let id = identify(&params)?;
+    let Some(password) = read_password(s, &mut bufs.input).await? else {
+        return Ok(None);
+    };
+    let failed = || ClientError::AuthFailed(id.user.clone());
+    let row = match shared.directory.lookup(&id.database, &id.schema).await {
+        Ok(row) => row,
+        Err(DirectoryError::NotFound) => {
+            tracing::info!(%peer, db = %id.database, schema = %id.schema, "auth failed: unknown tenant");
+            return Err(failed());
+        }
+        Err(DirectoryError::Unavailable(why)) => {
+            tracing::warn!(%peer, db = %id.database, schema = %id.schema, reason = %why,
+                "auth database unavailable");
+            return Err(ClientError::DirectoryUnavailable);
+        }
+    };
+    if row.source_user != id.user {
+        tracing::info!(%peer, db = %id.database, schema = %id.schema, user = %id.user,
+            "auth failed: user does not match source_user");
+        return Err(failed());
+    }
+    match shared
+        .verifier
+        .verify(&row.source_pass_hashed, &password)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(%peer, db = %id.database, schema = %id.schema, "auth failed: wrong password");
+            return Err(failed());
+        }
+        Err(e) => {
+            tracing::warn!(%peer, db = %id.database, schema = %id.schema, error = %e,
+                "auth failed: stored hash unusable");
+            return Err(failed());
+        }
+    }
+    let key = DestKey::from_row(&row.dest_host, &row.dest_db, &row.dest_user)
+        .map_err(crate::pool::RouteError::from)?;
+    let pool = shared.registry.pool_for(key, &row.dest_pass_enc).await?;
+    let mut state = ClientState {
+        schema: id.schema.clone(),
+        max_message: shared.max_message,
+        ..Default::default()
+    };
+    // A first checkout learns the server's parameters and proves the client's settings valid.
+    let mut conn = pool.checkout().await?;
+    for (k, v) in pool.startup_params() {
+        if REPORTED_SETTABLE.contains(&k.as_str()) {
+            state.wanted.insert(k, v);
+        }
+    }
+    state.wanted.extend(id.settings.clone());
+    let ready = prepare(&pool, &mut conn, &mut state).await;
+    pool.release(conn, ready.is_ok());
+    ready?;
+    Ok(Some(Login { id, pool, state }))
+}
+
+/// Brings a checked-out connection to the client's schema and settings.
+async fn prepare(
+    pool: &DestPool,
+    conn: &mut PooledConn,
+    st: &mut ClientState,
+) -> Result<(), ClientError> {
+    if let Some((sql, set_schema)) = checkout::plan(conn, &st.schema, &st.wanted) {
+        let limit = pool.settings().schema_exec_timeout;
+        checkout::apply(conn, &st.schema, &mut st.wanted, &sql, limit).await?;
+        let stats = &pool.stats;
+        let counter = if set_schema {
+            &stats.search_path_sets
+        } else {
+            &stats.param_sets
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Serves transactions until the client leaves (Ok) or something ends the session (Err).
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    bufs: &mut ClientBufs,
+    pool: &DestPool,
+    st: &mut ClientState,
+    _shared: &Shared,
+    cancel_slot: &super::cancel::CancelSlot,
+) -> Result<(), ClientError> {
+    loop {
+        if !bufs.output.is_empty() {
+            if s.write_all(&bufs.output).await.is_err() {
+                return Ok(());
+            }
+            bufs.output.clear();
+        }
+        while bufs.input.len() < 5 {
+            match s.read_buf(&mut bufs.input).await {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {}
+            }
+        }
+        if bufs.input[0] == b'X' {
+            return Ok(());
+        }
+        let mut conn = pool.checkout().await?;
+        if let Err(e) = prepare(pool, &mut conn, st).await {
+            pool.release(conn, false);
+            return Err(e);
+        }
+        *cancel_slot.lock().expect("cancel slot") = Some(ServerKey {
+            addr: conn.addr,
+            pid: conn.backend_pid,
+            secret: conn.backend_secret,
+        });
+        let outcome = forward(s, &mut conn, bufs, st).await;
+        *cancel_slot.lock().expect("cancel slot") = None;
+        match outcome {
+            Outcome::Released => pool.release(conn, true),
+            Outcome::ClientGone { clean } => {
+                pool.release(conn, clean);
+                return Ok(());
+            }
+            Outcome::ServerLost(e) => {
+                tracing::warn!(pool = %pool.name(), error = %e, "server connection lost mid-transaction");
+                pool.release(conn, false);
+                return Err(ClientError::ServerLost);
+            }
+            Outcome::Protocol(e) => {
+                pool.release(conn, false);
+                return Err(e.into());
+            }
+            Outcome::ServerProtocol(e) => {
+                tracing::warn!(pool = %pool.name(), error = %e, "server protocol error");
+                pool.release(conn, false);
+                return Err(ClientError::ServerLost);
+            }
+        }
+    }
+}

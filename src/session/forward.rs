@@ -1,0 +1,182 @@
+//! The transaction-mode I/O loop: while a client holds a server connection, move bytes both
+//! ways without blocking either direction on the other, until the connection is free again.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
+
+use super::scan::{ClientScan, scan_client, scan_server};
+use super::state::{ClientState, TxnState};
+use crate::pool::ServerConn;
+use crate::proto::ProtoError;
+
+/// Stop reading a side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Buffers that belong to the client session and survive server checkouts.
+#[derive(Debug, Default)]
+pub struct ClientBufs {
+    pub input: BytesMut,
+    pub output: BytesMut,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server connection is clean and free; the client goes on.
+    Released,
+    /// The client left; `clean` says whether the server connection can be reused.
+    ClientGone { clean: bool },
+    /// The server connection failed; the client cannot go on.
+    ServerLost(io::Error),
+    /// The client broke the protocol.
+    Protocol(ProtoError),
+    /// The server sent something unframeable.
+    ServerProtocol(ProtoError),
+}
+
+/// Writes as much of `buf` as the socket takes; Ready(Ok(true)) when something was written.
+fn poll_drain<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<bool>> {
+    let mut wrote = false;
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                return if wrote {
+                    Poll::Ready(Ok(true))
+                } else {
+                    Poll::Pending
+                };
+            }
+        }
+    }
+    match Pin::new(&mut *w).poll_flush(cx) {
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        _ => Poll::Ready(Ok(wrote)),
+    }
+}
+
+fn poll_fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    poll_read_buf(Pin::new(r), cx, buf)
+}
+
+/// Forwards until the server connection is free (or either side ends).
+pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    conn: &mut ServerConn,
+    bufs: &mut ClientBufs,
+    st: &mut ClientState,
+) -> Outcome {
+    let mut t = TxnState::default();
+    let mut to_server = BytesMut::with_capacity(READ_CHUNK);
+    let mut terminated = false;
+    // Whatever the client already sent (that made us check out) goes first.
+    match scan_client(
+        &mut bufs.input,
+        &mut to_server,
+        &mut t,
+        st,
+        &mut conn.schema,
+    ) {
+        Ok(ClientScan::Continue) => {}
+        Ok(ClientScan::Terminate) => terminated = true,
+        Err(e) => return Outcome::Protocol(e),
+    }
+    poll_fn(|cx| {
+        loop {
+            let mut progressed = false;
+            match poll_drain(&mut conn.stream, &mut to_server, cx) {
+                Poll::Ready(Ok(w)) => progressed |= w,
+                Poll::Ready(Err(e)) => return Poll::Ready(Outcome::ServerLost(e)),
+                Poll::Pending => {}
+            }
+            match poll_drain(client, &mut bufs.output, cx) {
+                Poll::Ready(Ok(w)) => progressed |= w,
+                Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Outcome::ClientGone { clean: false });
+                }
+                Poll::Pending => {}
+            }
+            if terminated && to_server.is_empty() {
+                let clean = t.at_boundary() && st.may_release();
+                return Poll::Ready(Outcome::ClientGone { clean });
+            }
+            if bufs.output.len() < HIGH_WATER {
+                match poll_fill(&mut conn.stream, &mut conn.rbuf, cx) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Outcome::ServerLost(
+                            io::ErrorKind::UnexpectedEof.into(),
+                        ));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        let res = scan_server(
+                            &mut conn.rbuf,
+                            &mut bufs.output,
+                            &mut t,
+                            st,
+                            &mut conn.params,
+                        );
+                        match res {
+                            Ok(true) if to_server.is_empty() && st.may_release() && !terminated => {
+                                return Poll::Ready(Outcome::Released);
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Outcome::ServerProtocol(e)),
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Outcome::ServerLost(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !terminated && to_server.len() < HIGH_WATER {
+                match poll_fill(client, &mut bufs.input, cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        let clean = t.at_boundary() && st.may_release() && to_server.is_empty();
+                        return Poll::Ready(Outcome::ClientGone { clean });
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        match scan_client(
+                            &mut bufs.input,
+                            &mut to_server,
+                            &mut t,
+                            st,
+                            &mut conn.schema,
+                        ) {
+                            Ok(ClientScan::Continue) => {}
+                            Ok(ClientScan::Terminate) => terminated = true,
+                            Err(e) => return Poll::Ready(Outcome::Protocol(e)),
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}

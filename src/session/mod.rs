@@ -1,0 +1,30 @@
+//! Client sessions: startup and authentication, then transaction-mode forwarding.
+
+pub mod cancel;
+pub mod checkout;
+pub mod client;
+pub mod forward;
+pub mod scan;
+pub mod startup;
+pub mod state;
+pub mod tenant;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::directory::Directory;
+use crate::auth::verifier::Verifier;
+use crate::pool::Registry;
+use cancel::CancelMap;
+
+/// What every session shares: the tenant directory, verifier, pools and cancel keys.
+pub struct Shared {
+    pub directory: Directory,
+    pub verifier: Verifier,
+    pub registry: Registry,
+    pub cancel: CancelMap,
+    pub login_timeout: Duration,
+    pub max_message: usize,
+}
+
+pub type SharedRef = Arc<Shared>;

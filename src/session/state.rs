@@ -1,0 +1,63 @@
+//! What the pooler tracks about one client across the transactions it runs.
+
+use std::collections::{BTreeMap, HashSet};
+
+/// Per-client state that outlives any single server connection.
+#[derive(Debug, Default)]
+pub struct ClientState {
+    pub schema: String,
+    /// Session settings (lower-case names) every server connection must carry for this client.
+    pub wanted: BTreeMap<String, String>,
+    /// Named prepared statements the client has open; while any exist the client keeps its
+    /// server connection, so a Bind can never reach a connection that lacks (or has another
+    /// client's) statement of that name.
+    pub named: HashSet<Vec<u8>>,
+    /// Why this client is pinned to its server connection for the rest of the session.
+    pub pinned: Option<&'static str>,
+    pub max_message: usize,
+}
+
+/// Per-checkout protocol bookkeeping: when is the server connection free again?
+#[derive(Debug)]
+pub struct TxnState {
+    /// Query, Sync and FunctionCall messages sent whose ReadyForQuery has not come back.
+    pub pending: u32,
+    /// Status byte of the last ReadyForQuery.
+    pub status: u8,
+    /// Extended-protocol messages forwarded after the last Sync: the server holds unnamed
+    /// statements or portals for this client until a Sync closes the batch.
+    pub unsynced: bool,
+    /// Bytes of a partly forwarded client message still to pass through.
+    pub client_remaining: usize,
+    /// Same for the server direction.
+    pub server_remaining: usize,
+}
+
+impl Default for TxnState {
+    fn default() -> Self {
+        TxnState {
+            pending: 0,
+            status: b'I',
+            unsynced: false,
+            client_remaining: 0,
+            server_remaining: 0,
+        }
+    }
+}
+
+impl TxnState {
+    /// The connection holds nothing of this client's: no transaction, batch or partial message.
+    pub fn at_boundary(&self) -> bool {
+        self.pending == 0
+            && self.status == b'I'
+            && !self.unsynced
+            && self.client_remaining == 0
+            && self.server_remaining == 0
+    }
+}
+
+impl ClientState {
+    pub fn may_release(&self) -> bool {
+        self.named.is_empty() && self.pinned.is_none()
+    }
+}
