@@ -101,8 +101,9 @@ MOTO=${PERSEUS_MOTO_SERVER:-$repo/.venv/bin/moto_server}
 MOTO_PID=$!
 wait_port "$MOTO_PORT" 60 "$MOTO_PID" || die "moto_server did not start: $(tail -5 "$WORK/moto.log")"
 AWS_ID=demo AWS_SECRET=demo AWS_REGION=us-east-1 AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
-# moto ships boto3; CreateKey is the one call the demo needs that encpass does not make.
-KEY_ARN=$("$repo/.venv/bin/python" - "$AWS_ENDPOINT" <<'PY'
+# moto ships boto3 (in the same environment as moto_server); CreateKey is the one KMS
+# call the demo needs that encpass does not make.
+KEY_ARN=$("$(dirname "$MOTO")/python" - "$AWS_ENDPOINT" <<'PY'
 import sys, boto3
 kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="demo", aws_secret_access_key="demo")
