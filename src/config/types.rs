@@ -53,6 +53,45 @@ pub struct Config {
     pub overrides: BTreeMap<String, PoolOverride>,
     #[serde(rename = "LogSettings")]
     pub log: LogSettings,
+    /// New: how long SIGTERM lets transactions in flight finish before clients are told to go.
+    #[serde(rename = "ShutdownTimeoutSecs", with = "secs")]
+    pub shutdown_timeout: Duration,
+    /// New: limits on client connections.
+    #[serde(rename = "ClientSettings")]
+    pub client: ClientSettings,
+}
+
+/// Limits that protect the daemon from slow, idle or too many clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// Startup plus authentication must finish within this (slowloris guard).
+    #[serde(rename = "LoginTimeoutSecs", with = "secs")]
+    pub login_timeout: Duration,
+    /// 0 means unlimited.
+    #[serde(rename = "MaxClientConns")]
+    pub max_client_conns: u32,
+    /// 0 means unlimited.
+    #[serde(rename = "MaxClientConnsPerTenant")]
+    pub max_client_conns_per_tenant: u32,
+    /// A client idle (outside a transaction) this long is disconnected; 0 disables.
+    #[serde(rename = "IdleTimeoutSecs", with = "secs")]
+    pub idle_timeout: Duration,
+    /// Largest client message accepted; a length field is untrusted input.
+    #[serde(rename = "MaxMessageBytes")]
+    pub max_message_bytes: u32,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            login_timeout: Duration::from_secs(15),
+            max_client_conns: 10_000,
+            max_client_conns_per_tenant: 0,
+            idle_timeout: Duration::ZERO,
+            max_message_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for Config {
@@ -65,6 +104,8 @@ impl Default for Config {
             pool: PoolSettings::default(),
             overrides: BTreeMap::new(),
             log: LogSettings::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            client: ClientSettings::default(),
         }
     }
 }

@@ -77,6 +77,17 @@ impl Config {
         if let Err(reason) = self.log.tracing_level() {
             out.push(ConfigError::invalid("LogSettings.Level", reason));
         }
+        positive(&mut out, "ShutdownTimeoutSecs", self.shutdown_timeout);
+        at_most(&mut out, "ShutdownTimeoutSecs", self.shutdown_timeout);
+        positive(&mut out, "ClientSettings.LoginTimeoutSecs", self.client.login_timeout);
+        at_most(&mut out, "ClientSettings.LoginTimeoutSecs", self.client.login_timeout);
+        at_most(&mut out, "ClientSettings.IdleTimeoutSecs", self.client.idle_timeout);
+        if !(1024..=(1 << 30)).contains(&self.client.max_message_bytes) {
+            out.push(ConfigError::invalid(
+                "ClientSettings.MaxMessageBytes",
+                "must be between 1024 and 1073741824",
+            ));
+        }
         out
     }
 
