@@ -16,9 +16,9 @@ use crate::auth::directory::Directory;
 use crate::auth::verifier::Verifier;
 use crate::config::{self, Config};
 use crate::pool::Registry;
-use crate::proto::frame::DEFAULT_MAX_MESSAGE_LEN;
 use crate::secrets::kms::Kms;
 use crate::session::cancel::CancelMap;
+use crate::session::limits::ClientLimits;
 use crate::session::{Shared, client};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +145,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         verifier: Verifier::new(workers),
         registry: Registry::new(current.clone(), kms),
         cancel: CancelMap::default(),
-        login_timeout: Duration::from_secs(15),
-        max_message: DEFAULT_MAX_MESSAGE_LEN,
+        login_timeout: current.client.login_timeout,
+        idle_timeout: current.client.idle_timeout,
+        max_message: current.client.max_message_bytes as usize,
+        limits: ClientLimits::new(
+            current.client.max_client_conns,
+            current.client.max_client_conns_per_tenant,
+        ),
+        shutdown: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
     });
     let mut signals =
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
@@ -171,21 +178,39 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
             }
         })
     };
+    let mut immediate = false;
     while let Some(sig) = signals.next().await {
         match sig {
             SIGHUP => reload(&config_path, &mut current, &shared),
             _ => {
-                tracing::info!(signal = sig, "shutting down");
+                immediate = sig == SIGINT;
+                tracing::info!(signal = sig, immediate, "shutting down");
                 break;
             }
         }
     }
     stop.cancel();
+    shared.shutdown.cancel();
     tracker.close();
-    let grace = Duration::from_secs(30);
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("shutdown grace period over; closing remaining clients");
+    if !immediate {
+        let grace = current.shutdown_timeout;
+        tokio::select! {
+            _ = tracker.wait() => {}
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(?grace, "shutdown grace period over; cutting off transactions in flight");
+            }
+            _ = async {
+                while let Some(sig) = signals.next().await {
+                    if sig != SIGHUP {
+                        break;
+                    }
+                }
+            } => tracing::warn!("second signal: shutting down immediately"),
+        }
     }
+    shared.hard_stop.cancel();
+    // Sessions now write their 57P01 and close; give them a moment to do so.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     reaper.abort();
     shared.registry.close_all();
     Ok(())

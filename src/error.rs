@@ -29,6 +29,12 @@ pub enum ClientError {
     ServerLost,
     #[error("the server is shutting down")]
     Shutdown,
+    #[error("{0}")]
+    TooManyClients(String),
+    #[error("closing connection idle for more than {0:?}")]
+    IdleTimeout(std::time::Duration),
+    #[error("login timed out after {0:?}")]
+    LoginTimeout(std::time::Duration),
     #[error("expected {expected}, got message type {got:?}")]
     Unexpected { expected: &'static str, got: char },
     #[error("{0}")]
@@ -49,6 +55,9 @@ impl ClientError {
             ClientError::Checkout(_) | ClientError::Server(_) => "08001",
             ClientError::ServerLost => "08006",
             ClientError::Shutdown => "57P01",
+            ClientError::TooManyClients(_) => "53300",
+            ClientError::IdleTimeout(_) => "57P05",
+            ClientError::LoginTimeout(_) => "08P01",
             ClientError::NotSupported(_) => "0A000",
         }
     }

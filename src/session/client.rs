@@ -21,7 +21,8 @@ use crate::pool::{DestKey, DestPool, PooledConn};
 use crate::proto::backend;
 
 /// A logged-in client, ready for its first query.
-struct Login {
+struct Login<'a> {
+    _tenant_slot: super::limits::TenantSlot<'a>,
     id: ClientIdentity,
     pool: Arc<DestPool>,
     state: ClientState,
@@ -42,6 +43,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
+    let Some(_slot) = shared.limits.enter() else {
+        tracing::warn!(%peer, max = shared.limits.max_total, "client refused: MaxClientConns reached");
+        let e = ClientError::TooManyClients(format!(
+            "too many client connections (MaxClientConns is {})",
+            shared.limits.max_total
+        ));
+        return fatal(&mut s, &e).await;
+    };
     let mut bufs = ClientBufs::default();
     let login = tokio::time::timeout(
         shared.login_timeout,
@@ -56,11 +65,11 @@ where
         }
         Err(_) => {
             tracing::info!(%peer, "login timed out");
-            let e = ClientError::NotSupported("login timed out".into());
-            return fatal(&mut s, &e).await;
+            return fatal(&mut s, &ClientError::LoginTimeout(shared.login_timeout)).await;
         }
     };
     let Login {
+        _tenant_slot,
         id,
         pool,
         state: mut st,
@@ -96,12 +105,12 @@ async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &ClientError) {
     let _ = s.shutdown().await;
 }
 
-async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     bufs: &mut ClientBufs,
-    shared: &Shared,
+    shared: &'a Shared,
     peer: SocketAddr,
-) -> Result<Option<Login>, ClientError> {
+) -> Result<Option<Login<'a>>, ClientError> {
     let params = match read_opening(s, &mut bufs.input).await? {
         Opening::Startup(p) => p,
         Opening::Cancel { pid, secret } => {
@@ -111,6 +120,15 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         Opening::Gone => return Ok(None),
     };
     let id = identify(&params)?;
+    if shared.shutdown.is_cancelled() {
+        return Err(ClientError::Shutdown);
+    }
+    let Some(tenant_slot) = shared.limits.enter_tenant(&id.database, &id.schema) else {
+        return Err(ClientError::TooManyClients(format!(
+            "too many connections for tenant {}/{} (MaxClientConnsPerTenant is {})",
+            id.database, id.schema, shared.limits.max_per_tenant
+        )));
+    };
     let Some(password) = read_password(s, &mut bufs.input).await? else {
         return Ok(None);
     };
@@ -167,7 +185,12 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let ready = prepare(&pool, &mut conn, &mut state).await;
     pool.release(conn, ready.is_ok());
     ready?;
-    Ok(Some(Login { id, pool, state }))
+    Ok(Some(Login {
+        _tenant_slot: tenant_slot,
+        id,
+        pool,
+        state,
+    }))
 }
 
 /// Brings a checked-out connection to the client's schema and settings.
@@ -196,7 +219,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     bufs: &mut ClientBufs,
     pool: &DestPool,
     st: &mut ClientState,
-    _shared: &Shared,
+    shared: &Shared,
     cancel_slot: &super::cancel::CancelSlot,
 ) -> Result<(), ClientError> {
     loop {
@@ -207,9 +230,24 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             bufs.output.clear();
         }
         while bufs.input.len() < 5 {
-            match s.read_buf(&mut bufs.input).await {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {}
+            if shared.shutdown.is_cancelled() {
+                return Err(ClientError::Shutdown);
+            }
+            let idle = shared.idle_timeout;
+            let idle_limit = async {
+                if idle.is_zero() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(idle).await
+                }
+            };
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return Err(ClientError::Shutdown),
+                _ = idle_limit => return Err(ClientError::IdleTimeout(idle)),
+                r = s.read_buf(&mut bufs.input) => match r {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => {}
+                },
             }
         }
         if bufs.input[0] == b'X' {
@@ -225,7 +263,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             pid: conn.backend_pid,
             secret: conn.backend_secret,
         });
-        let outcome = forward(s, &mut conn, bufs, st).await;
+        let outcome = tokio::select! {
+            o = forward(s, &mut conn, bufs, st) => o,
+            _ = shared.hard_stop.cancelled() => {
+                pool.release(conn, false);
+                return Err(ClientError::Shutdown);
+            }
+        };
         *cancel_slot.lock().expect("cancel slot") = None;
         match outcome {
             Outcome::Released => pool.release(conn, true),

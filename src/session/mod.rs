@@ -4,6 +4,7 @@ pub mod cancel;
 pub mod checkout;
 pub mod client;
 pub mod forward;
+pub mod limits;
 pub mod scan;
 pub mod startup;
 pub mod state;
@@ -16,6 +17,8 @@ use crate::auth::directory::Directory;
 use crate::auth::verifier::Verifier;
 use crate::pool::Registry;
 use cancel::CancelMap;
+use limits::ClientLimits;
+use tokio_util::sync::CancellationToken;
 
 /// What every session shares: the tenant directory, verifier, pools and cancel keys.
 pub struct Shared {
@@ -24,7 +27,14 @@ pub struct Shared {
     pub registry: Registry,
     pub cancel: CancelMap,
     pub login_timeout: Duration,
+    /// Disconnect clients idle this long between transactions; zero disables.
+    pub idle_timeout: Duration,
     pub max_message: usize,
+    pub limits: ClientLimits,
+    /// Soft stop: clients leave at their next transaction boundary.
+    pub shutdown: CancellationToken,
+    /// Hard stop: transactions still in flight are cut off.
+    pub hard_stop: CancellationToken,
 }
 
 pub type SharedRef = Arc<Shared>;
