@@ -19,7 +19,7 @@ use crate::pool::Registry;
 use crate::secrets::kms::Kms;
 use crate::session::cancel::CancelMap;
 use crate::session::limits::ClientLimits;
-use crate::session::{Shared, client};
+use crate::session::{Shared, accept};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -88,7 +88,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tracker.spawn(client::serve(stream, peer, shared.clone()));
+                tracker.spawn(accept::accept(stream, peer, shared.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -113,6 +113,14 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
             }
             if new.aws != current.aws {
                 tracing::warn!("AWSSettings changed, needs restart");
+            }
+            if new.tls != current.tls {
+                match shared.tls.reload(&new.tls) {
+                    Ok(()) => tracing::info!("TLS settings and certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload failed; keeping the old certificates")
+                    }
+                }
             }
             let new = Arc::new(new);
             shared.registry.apply_config(new.clone());
@@ -154,6 +162,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         ),
         shutdown: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
+        tls: crate::net::ClientTls::new(&current.tls)
+            .map_err(|e| AppError::Config(e.to_string()))?,
     });
     let mut signals =
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;

@@ -27,6 +27,8 @@ pub enum ClientError {
     Server(#[from] crate::pool::ServerError),
     #[error("server connection lost during the transaction")]
     ServerLost,
+    #[error("TLS is required: connect with sslmode=require")]
+    TlsRequired,
     #[error("the server is shutting down")]
     Shutdown,
     #[error("{0}")]
@@ -55,6 +57,7 @@ impl ClientError {
             ClientError::Checkout(_) | ClientError::Server(_) => "08001",
             ClientError::ServerLost => "08006",
             ClientError::Shutdown => "57P01",
+            ClientError::TlsRequired => "28000",
             ClientError::TooManyClients(_) => "53300",
             ClientError::IdleTimeout(_) => "57P05",
             ClientError::LoginTimeout(_) => "08P01",

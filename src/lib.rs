@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod migrate;
+pub mod net;
 pub mod pool;
 pub mod proto;
 pub mod secrets;

@@ -59,6 +59,36 @@ pub struct Config {
     /// New: limits on client connections.
     #[serde(rename = "ClientSettings")]
     pub client: ClientSettings,
+    /// New: TLS between clients and Perseus.
+    #[serde(rename = "TLSSettings")]
+    pub tls: TlsSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TlsMode {
+    /// SSLRequest is answered `N`.
+    #[default]
+    #[serde(rename = "disable")]
+    Disable,
+    /// TLS offered, plaintext accepted.
+    #[serde(rename = "allow")]
+    Allow,
+    /// Clients without TLS are refused before they send a password.
+    #[serde(rename = "require")]
+    Require,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    #[serde(rename = "Mode")]
+    pub mode: TlsMode,
+    /// PEM certificate chain.
+    #[serde(rename = "CertFile")]
+    pub cert_file: String,
+    /// PEM private key.
+    #[serde(rename = "KeyFile")]
+    pub key_file: String,
 }
 
 /// Limits that protect the daemon from slow, idle or too many clients.
@@ -106,6 +136,7 @@ impl Default for Config {
             log: LogSettings::default(),
             shutdown_timeout: Duration::from_secs(30),
             client: ClientSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

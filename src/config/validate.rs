@@ -77,11 +77,31 @@ impl Config {
         if let Err(reason) = self.log.tracing_level() {
             out.push(ConfigError::invalid("LogSettings.Level", reason));
         }
+        if self.tls.mode != super::TlsMode::Disable
+            && (self.tls.cert_file.is_empty() || self.tls.key_file.is_empty())
+        {
+            out.push(ConfigError::invalid(
+                "TLSSettings",
+                "Mode allow/require needs CertFile and KeyFile",
+            ));
+        }
         positive(&mut out, "ShutdownTimeoutSecs", self.shutdown_timeout);
         at_most(&mut out, "ShutdownTimeoutSecs", self.shutdown_timeout);
-        positive(&mut out, "ClientSettings.LoginTimeoutSecs", self.client.login_timeout);
-        at_most(&mut out, "ClientSettings.LoginTimeoutSecs", self.client.login_timeout);
-        at_most(&mut out, "ClientSettings.IdleTimeoutSecs", self.client.idle_timeout);
+        positive(
+            &mut out,
+            "ClientSettings.LoginTimeoutSecs",
+            self.client.login_timeout,
+        );
+        at_most(
+            &mut out,
+            "ClientSettings.LoginTimeoutSecs",
+            self.client.login_timeout,
+        );
+        at_most(
+            &mut out,
+            "ClientSettings.IdleTimeoutSecs",
+            self.client.idle_timeout,
+        );
         if !(1024..=(1 << 30)).contains(&self.client.max_message_bytes) {
             out.push(ConfigError::invalid(
                 "ClientSettings.MaxMessageBytes",

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::cancel::ServerKey;
 use super::checkout::{self, REPORTED_SETTABLE};
 use super::forward::{ClientBufs, Outcome, forward};
-use super::startup::{Opening, read_opening, read_password};
+use super::startup::read_password;
 use super::state::ClientState;
 use super::tenant::{ClientIdentity, identify};
 use super::{Shared, SharedRef};
@@ -38,24 +38,20 @@ fn canonical(name: &str) -> &str {
     }
 }
 
-pub async fn serve<S>(mut s: S, peer: SocketAddr, shared: SharedRef)
-where
+/// Serves a client whose StartupMessage (`params`) has been read; the login must finish by
+/// `deadline`.
+pub async fn serve<S>(
+    mut s: S,
+    mut bufs: ClientBufs,
+    params: Vec<(String, String)>,
+    peer: SocketAddr,
+    shared: SharedRef,
+    deadline: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
-    let Some(_slot) = shared.limits.enter() else {
-        tracing::warn!(%peer, max = shared.limits.max_total, "client refused: MaxClientConns reached");
-        let e = ClientError::TooManyClients(format!(
-            "too many client connections (MaxClientConns is {})",
-            shared.limits.max_total
-        ));
-        return fatal(&mut s, &e).await;
-    };
-    let mut bufs = ClientBufs::default();
-    let login = tokio::time::timeout(
-        shared.login_timeout,
-        login(&mut s, &mut bufs, &shared, peer),
-    );
+    let login = tokio::time::timeout_at(deadline, login(&mut s, &mut bufs, params, &shared, peer));
     let login = match login.await {
         Ok(Ok(Some(l))) => l,
         Ok(Ok(None)) => return,
@@ -98,7 +94,7 @@ where
         "client disconnected");
 }
 
-async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &ClientError) {
+pub async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &ClientError) {
     let mut out = BytesMut::new();
     e.write_fatal(&mut out);
     let _ = s.write_all(&out).await;
@@ -108,17 +104,10 @@ async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &ClientError) {
 async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     bufs: &mut ClientBufs,
+    params: Vec<(String, String)>,
     shared: &'a Shared,
     peer: SocketAddr,
 ) -> Result<Option<Login<'a>>, ClientError> {
-    let params = match read_opening(s, &mut bufs.input).await? {
-        Opening::Startup(p) => p,
-        Opening::Cancel { pid, secret } => {
-            shared.cancel.cancel(pid, secret).await;
-            return Ok(None);
-        }
-        Opening::Gone => return Ok(None),
-    };
     let id = identify(&params)?;
     if shared.shutdown.is_cancelled() {
         return Err(ClientError::Shutdown);

@@ -1,5 +1,6 @@
 //! Client sessions: startup and authentication, then transaction-mode forwarding.
 
+pub mod accept;
 pub mod cancel;
 pub mod checkout;
 pub mod client;
@@ -35,6 +36,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Hard stop: transactions still in flight are cut off.
     pub hard_stop: CancellationToken,
+    pub tls: crate::net::ClientTls,
 }
 
 pub type SharedRef = Arc<Shared>;

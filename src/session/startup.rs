@@ -12,6 +12,8 @@ use crate::proto::{ProtoError, backend, frontend};
 /// What the client opened with, once encryption negotiation is over.
 pub enum Opening {
     Startup(Vec<(String, String)>),
+    /// SSLRequest while TLS is available: the caller answers `S` and starts the handshake.
+    Tls,
     Cancel {
         pid: i32,
         secret: i32,
@@ -23,6 +25,7 @@ pub enum Opening {
 pub async fn read_opening<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
+    tls_available: bool,
 ) -> Result<Opening, ClientError> {
     loop {
         let len = loop {
@@ -40,8 +43,12 @@ pub async fn read_opening<S: AsyncRead + AsyncWrite + Unpin>(
         let packet = buf.split_to(len);
         match startup::parse(&packet)? {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                // Bytes pipelined after the request would bypass encryption (CVE-2021-23222).
                 if !buf.is_empty() {
                     return Err(ProtoError::BadStartup("data after encryption request").into());
+                }
+                if tls_available && matches!(startup::parse(&packet)?, StartupPacket::SslRequest) {
+                    return Ok(Opening::Tls);
                 }
                 s.write_all(b"N")
                     .await

@@ -1,0 +1,96 @@
+//! A fresh TCP connection up to its StartupMessage: client caps, SSLRequest/GSSENCRequest,
+//! TLS (negotiated or PostgreSQL 17 direct), cancel requests, and the TLS-required policy.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+use super::SharedRef;
+use super::client::{fatal, serve};
+use super::forward::ClientBufs;
+use super::startup::{Opening, read_opening};
+use crate::config::TlsMode;
+use crate::error::ClientError;
+use crate::net::tls::ALPN_POSTGRESQL;
+
+/// First byte of a TLS handshake record: a client doing direct TLS sends its ClientHello at once.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+pub async fn accept(mut tcp: TcpStream, peer: SocketAddr, shared: SharedRef) {
+    let guard = shared.clone();
+    let Some(_slot) = guard.limits.enter() else {
+        tracing::warn!(%peer, max = shared.limits.max_total, "client refused: MaxClientConns reached");
+        let e = ClientError::TooManyClients(format!(
+            "too many client connections (MaxClientConns is {})",
+            shared.limits.max_total
+        ));
+        return fatal(&mut tcp, &e).await;
+    };
+    let deadline = Instant::now() + shared.login_timeout;
+    let (mode, acceptor) = shared.tls.current();
+    let mut first = [0u8; 1];
+    match timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    let mut bufs = ClientBufs::default();
+    let direct = first[0] == TLS_HANDSHAKE;
+    if !direct {
+        let opened = timeout_at(
+            deadline,
+            read_opening(&mut tcp, &mut bufs.input, acceptor.is_some()),
+        );
+        match opened.await {
+            Err(_) => {
+                return fatal(&mut tcp, &ClientError::LoginTimeout(shared.login_timeout)).await;
+            }
+            Ok(Err(e)) => return fatal(&mut tcp, &e).await,
+            Ok(Ok(Opening::Gone)) => return,
+            Ok(Ok(Opening::Cancel { pid, secret })) => {
+                shared.cancel.cancel(pid, secret).await;
+                return;
+            }
+            Ok(Ok(Opening::Startup(params))) => {
+                if mode == TlsMode::Require {
+                    tracing::info!(%peer, "client refused: TLS required");
+                    let e = ClientError::TlsRequired;
+                    return fatal(&mut tcp, &e).await;
+                }
+                return serve(tcp, bufs, params, peer, shared, deadline).await;
+            }
+            Ok(Ok(Opening::Tls)) => {
+                if tcp.write_all(b"S").await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let Some(acceptor) = acceptor else {
+        tracing::info!(%peer, "direct TLS attempted but TLS is disabled");
+        return;
+    };
+    let mut tls = match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    if direct && tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
+        tracing::info!(%peer, "direct TLS without ALPN postgresql refused");
+        return;
+    }
+    let opened = timeout_at(deadline, read_opening(&mut tls, &mut bufs.input, false));
+    match opened.await {
+        Err(_) => fatal(&mut tls, &ClientError::LoginTimeout(shared.login_timeout)).await,
+        Ok(Err(e)) => fatal(&mut tls, &e).await,
+        Ok(Ok(Opening::Cancel { pid, secret })) => {
+            shared.cancel.cancel(pid, secret).await;
+        }
+        Ok(Ok(Opening::Startup(params))) => serve(tls, bufs, params, peer, shared, deadline).await,
+        Ok(Ok(_)) => {}
+    }
+}
