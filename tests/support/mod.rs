@@ -16,7 +16,7 @@ pub mod env;
 pub mod moto;
 pub mod perseus;
 pub mod pg;
-mod pg_template;
+pub mod pg_template;
 pub mod proc;
 pub mod tenant;
 
