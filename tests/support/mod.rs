@@ -12,6 +12,7 @@
 //! however it exits: normal end, panic, abort or SIGKILL from a nextest timeout.
 #![allow(dead_code)]
 
+pub mod datapath;
 pub mod env;
 pub mod moto;
 pub mod perseus;
@@ -19,6 +20,7 @@ pub mod pg;
 pub mod pg_template;
 pub mod proc;
 pub mod tenant;
+pub mod wire;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
