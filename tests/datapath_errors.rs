@@ -180,7 +180,7 @@ async fn incomplete_startup_packets_say_what_is_missing() {
     let user = ("user", a.source_user.as_str());
     let db = ("database", a.source_db.as_str());
 
-    let cases: [(&str, Vec<(&str, &str)>, &str, &str); 3] = [
+    let cases = [
         ("no user", vec![db, schema], "28000", "user"),
         ("no database", vec![user, schema], "3D000", "database"),
         ("no schema", vec![user, db], "3F000", "schema"),
@@ -232,8 +232,7 @@ async fn incomplete_startup_packets_say_what_is_missing() {
             &a.password,
         )
         .await
-        .err()
-        .expect("conflicting schemas must be refused");
+        .expect_err("conflicting schemas must be refused");
     assert_eq!(e.tag, b'E');
     assert!(
         e.message().contains("other_one") && e.message().contains(&a.source_schema),
