@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::directory::Directory;
 use crate::auth::verifier::Verifier;
 use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::pool::Registry;
 use crate::secrets::kms::Kms;
 use crate::session::cancel::CancelMap;
@@ -140,6 +142,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         .iter()
         .map(|a| bind(*a))
         .collect::<Result<Vec<_>, _>>()?;
+    let metrics_listeners = current
+        .metrics_addrs()
+        .map_err(|e| AppError::Config(e.to_string()))?
+        .iter()
+        .map(|a| bind(*a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let notifier = Notifier::from_env();
     let kms = Kms::try_new(&current.aws)
         .await
         .map_err(|e| AppError::Config(e.to_string()))?;
@@ -164,6 +173,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         hard_stop: CancellationToken::new(),
         tls: crate::net::ClientTls::new(&current.tls)
             .map_err(|e| AppError::Config(e.to_string()))?,
+        metrics: Arc::new(Metrics::new()),
     });
     let mut signals =
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
@@ -178,6 +188,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
             stop.clone(),
         ));
     }
+    let metrics_stop = CancellationToken::new();
+    for l in &metrics_listeners {
+        tracing::info!(addr = %l.local_addr().map_err(AppError::Signals)?, "metrics and /health listening");
+    }
+    if !metrics_listeners.is_empty() {
+        tokio::spawn(crate::metrics::http::serve(
+            metrics_listeners,
+            shared.clone(),
+            metrics_stop.clone(),
+        ));
+    }
+    notifier.ready();
     let reaper = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -191,10 +213,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
     let mut immediate = false;
     while let Some(sig) = signals.next().await {
         match sig {
-            SIGHUP => reload(&config_path, &mut current, &shared),
+            SIGHUP => {
+                notifier.reloading();
+                reload(&config_path, &mut current, &shared);
+                notifier.ready();
+            }
             _ => {
                 immediate = sig == SIGINT;
                 tracing::info!(signal = sig, immediate, "shutting down");
+                notifier.stopping();
                 break;
             }
         }
@@ -223,5 +250,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
     let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     reaper.abort();
     shared.registry.close_all();
+    metrics_stop.cancel();
     Ok(())
 }

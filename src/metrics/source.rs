@@ -12,3 +12,21 @@ pub trait Source: Send + Sync + 'static {
     /// Whether the auth DB answers a trivial query within its query timeout.
     fn auth_db_reachable(&self) -> impl Future<Output = bool> + Send;
 }
+
+impl Source for crate::session::Shared {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn pool_samples(&self) -> Vec<PoolSample> {
+        self.registry
+            .pools()
+            .iter()
+            .map(|p| PoolSample::of(p))
+            .collect()
+    }
+
+    async fn auth_db_reachable(&self) -> bool {
+        self.directory.ping().await
+    }
+}

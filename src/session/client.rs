@@ -17,6 +17,7 @@ use super::tenant::{ClientIdentity, identify};
 use super::{Shared, SharedRef};
 use crate::auth::directory::DirectoryError;
 use crate::error::ClientError;
+use crate::metrics::AuthResult;
 use crate::pool::{DestKey, DestPool, PooledConn};
 use crate::proto::backend;
 
@@ -70,6 +71,7 @@ pub async fn serve<S>(
         pool,
         state: mut st,
     } = login;
+    let _active = shared.metrics.client_connected();
     let cancel = shared.cancel.register();
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
@@ -126,17 +128,20 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         Ok(row) => row,
         Err(DirectoryError::NotFound) => {
             tracing::info!(%peer, db = %id.database, schema = %id.schema, "auth failed: unknown tenant");
+            shared.metrics.auth_result(AuthResult::UnknownTenant);
             return Err(failed());
         }
         Err(DirectoryError::Unavailable(why)) => {
             tracing::warn!(%peer, db = %id.database, schema = %id.schema, reason = %why,
                 "auth database unavailable");
+            shared.metrics.auth_result(AuthResult::Unavailable);
             return Err(ClientError::DirectoryUnavailable);
         }
     };
     if row.source_user != id.user {
         tracing::info!(%peer, db = %id.database, schema = %id.schema, user = %id.user,
             "auth failed: user does not match source_user");
+        shared.metrics.auth_result(AuthResult::UserMismatch);
         return Err(failed());
     }
     match shared
@@ -144,14 +149,16 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         .verify(&row.source_pass_hashed, &password)
         .await
     {
-        Ok(true) => {}
+        Ok(true) => shared.metrics.auth_result(AuthResult::Ok),
         Ok(false) => {
             tracing::info!(%peer, db = %id.database, schema = %id.schema, "auth failed: wrong password");
+            shared.metrics.auth_result(AuthResult::WrongPassword);
             return Err(failed());
         }
         Err(e) => {
             tracing::warn!(%peer, db = %id.database, schema = %id.schema, error = %e,
                 "auth failed: stored hash unusable");
+            shared.metrics.auth_result(AuthResult::BadHash);
             return Err(failed());
         }
     }

@@ -37,6 +37,8 @@ pub struct Shared {
     /// Hard stop: transactions still in flight are cut off.
     pub hard_stop: CancellationToken,
     pub tls: crate::net::ClientTls,
+    /// Counters and gauges the session updates; read by the metrics endpoint.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub type SharedRef = Arc<Shared>;
