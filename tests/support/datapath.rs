@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use perseus::config::{Config, PoolSettings};
@@ -250,6 +252,51 @@ impl Env {
             out.insert((*schema).to_owned(), n);
         }
         out
+    }
+}
+
+/// Samples how many server connections the destination role has, until stopped.
+pub struct BackendWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<i64>,
+}
+
+impl BackendWatch {
+    /// Stops sampling and returns the most server connections seen at once.
+    pub async fn max(self) -> i64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("backend watcher")
+    }
+}
+
+impl Env {
+    /// Starts sampling the destination role's backend count every few milliseconds.
+    pub async fn watch_backends(&self) -> BackendWatch {
+        let observer = self.dest_super().await;
+        let (db, role) = (self.dest_db.clone(), self.role.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut max = 0;
+            // Bounded: at ~5 ms a sample this covers minutes, far beyond any test here.
+            for _ in 0..100_000 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let n: i64 = observer
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND datname = $2",
+                        &[&role, &db],
+                    )
+                    .await
+                    .expect("count the role's backends")
+                    .get(0);
+                max = max.max(n);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            max
+        });
+        BackendWatch { stop, task }
     }
 }
 
