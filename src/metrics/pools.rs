@@ -111,27 +111,27 @@ type CounterU = fn(&PoolSample) -> u64;
 const GAUGES: [(&str, &str, Gauge); 5] = [
     (
         "perseus_max_open_connections",
-        "MaxOpen of the pool: the most server connections it may hold",
+        "MaxOpen of the pool: the most server connections it may hold.",
         |s| s.max_open,
     ),
     (
         "perseus_open_connections",
-        "Server connections open now, busy or idle",
+        "Server connections open now, busy or idle.",
         |s| s.open,
     ),
     (
         "perseus_in_use_connections",
-        "Server connections serving a transaction now",
+        "Server connections serving a transaction now.",
         |s| s.in_use,
     ),
     (
         "perseus_idle_connections",
-        "Server connections idle in the pool now",
+        "Server connections idle in the pool now.",
         |s| s.idle,
     ),
     (
         "perseus_waiting_clients",
-        "Sessions queued for a connection of this pool right now",
+        "Sessions queued for a connection of this pool right now.",
         |s| s.waiting,
     ),
 ];
@@ -140,42 +140,42 @@ const GAUGES: [(&str, &str, Gauge); 5] = [
 const COUNTERS: [(&str, &str, CounterU); 8] = [
     (
         "perseus_wait_count",
-        "Checkouts that had to wait because every connection was busy",
+        "Checkouts that had to wait because every connection was busy.",
         |s| s.wait_count,
     ),
     (
         "perseus_max_idle_closed",
-        "Connections closed because MaxIdle idle connections were already pooled",
+        "Connections closed because MaxIdle idle connections were already pooled.",
         |s| s.max_idle_closed,
     ),
     (
         "perseus_max_idle_time_closed",
-        "Connections closed after idling longer than MaxIdletimeSecs",
+        "Connections closed after idling longer than MaxIdletimeSecs.",
         |s| s.max_idle_time_closed,
     ),
     (
         "perseus_max_lifetime_closed",
-        "Connections closed after living longer than MaxLifetimeSecs",
+        "Connections closed after living longer than MaxLifetimeSecs.",
         |s| s.max_lifetime_closed,
     ),
     (
         "perseus_checkouts",
-        "Server connections handed to sessions",
+        "Server connections handed to sessions.",
         |s| s.checkouts,
     ),
     (
         "perseus_checkout_errors",
-        "Checkouts that failed (wait timeout, connect error, closed pool)",
+        "Checkouts that failed (wait timeout, connect error, closed pool).",
         |s| s.checkout_errors,
     ),
     (
         "perseus_search_path_sets",
-        "SET search_path statements run to switch a connection to a tenant's schema",
+        "SET search_path statements run to switch a connection to a tenant's schema.",
         |s| s.search_path_sets,
     ),
     (
         "perseus_param_sets",
-        "SET statements run to apply a client's startup parameters",
+        "SET statements run to apply a client's startup parameters.",
         |s| s.param_sets,
     ),
 ];
@@ -204,7 +204,7 @@ impl Collector for PoolCollector {
         }
         let mut m = encoder.encode_descriptor(
             "perseus_wait_duration_seconds",
-            "Seconds spent in checkouts that had to wait",
+            "Seconds spent in checkouts that had to wait.",
             None,
             MetricType::Counter,
         )?;

@@ -117,7 +117,7 @@ impl Collector for ProcessCollector {
         if let Some(cpu) = s.cpu_seconds {
             let m = enc.encode_descriptor(
                 "process_cpu_seconds",
-                "User and system CPU time spent, in seconds",
+                "User and system CPU time spent, in seconds.",
                 None,
                 MetricType::Counter,
             )?;
@@ -126,37 +126,37 @@ impl Collector for ProcessCollector {
         gauge(
             &mut enc,
             "process_resident_memory_bytes",
-            "Resident memory size in bytes",
+            "Resident memory size in bytes.",
             s.resident_bytes.map(|v| v as i64),
         )?;
         gauge(
             &mut enc,
             "process_virtual_memory_bytes",
-            "Virtual memory size in bytes",
+            "Virtual memory size in bytes.",
             s.virtual_bytes.map(|v| v as i64),
         )?;
         gauge(
             &mut enc,
             "process_open_fds",
-            "Open file descriptors",
+            "Open file descriptors.",
             s.open_fds.map(|v| v as i64),
         )?;
         gauge(
             &mut enc,
             "process_max_fds",
-            "Limit on open file descriptors (RLIMIT_NOFILE)",
+            "Limit on open file descriptors (RLIMIT_NOFILE).",
             s.max_fds.map(|v| v as i64),
         )?;
         gauge(
             &mut enc,
             "process_threads",
-            "OS threads in the process",
+            "OS threads in the process.",
             s.threads.map(|v| v as i64),
         )?;
         gauge(
             &mut enc,
             "process_start_time_seconds",
-            "Start time of the process since the Unix epoch, in seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
             s.start_time_seconds,
         )?;
         Ok(())
