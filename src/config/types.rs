@@ -62,6 +62,31 @@ pub struct Config {
     /// New: TLS between clients and Perseus.
     #[serde(rename = "TLSSettings")]
     pub tls: TlsSettings,
+    /// New: the admin console (SHOW/PAUSE/RESUME/KILL); no users means it is off.
+    #[serde(rename = "AdminSettings")]
+    pub admin: AdminSettings,
+}
+
+/// Who may use the admin console, and the database name that reaches it.
+/// `Debug` is written by hand (in `redact.rs`) so the password hashes never reach a log.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// A client naming this database talks to the console instead of a tenant.
+    #[serde(rename = "Database")]
+    pub database: String,
+    /// User name to easy-scrypt hash (as `genhash` prints it).
+    #[serde(rename = "Users")]
+    pub users: BTreeMap<String, String>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            database: "perseus".into(),
+            users: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -137,6 +162,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             client: ClientSettings::default(),
             tls: TlsSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -203,6 +229,9 @@ pub struct PoolSettings {
     /// New in the Rust Perseus: how long a client may wait for a server connection.
     #[serde(rename = "WaitTimeoutSecs", with = "secs")]
     pub wait_timeout: Duration,
+    /// New: named prepared statements kept per server connection (LRU, evicted with Close).
+    #[serde(rename = "MaxPreparedStatements")]
+    pub max_prepared_statements: u32,
 }
 
 impl Default for PoolSettings {
@@ -216,6 +245,7 @@ impl Default for PoolSettings {
             conn_close_timeout: Duration::from_secs(1),
             schema_exec_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(30),
+            max_prepared_statements: 200,
         }
     }
 }
@@ -264,6 +294,11 @@ pub struct PoolOverride {
         skip_serializing_if = "Option::is_none"
     )]
     pub wait_timeout: Option<Duration>,
+    #[serde(
+        rename = "MaxPreparedStatements",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_prepared_statements: Option<u32>,
 }
 
 impl PoolOverride {
@@ -277,6 +312,9 @@ impl PoolOverride {
             conn_close_timeout: self.conn_close_timeout.unwrap_or(base.conn_close_timeout),
             schema_exec_timeout: self.schema_exec_timeout.unwrap_or(base.schema_exec_timeout),
             wait_timeout: self.wait_timeout.unwrap_or(base.wait_timeout),
+            max_prepared_statements: self
+                .max_prepared_statements
+                .unwrap_or(base.max_prepared_statements),
         }
     }
 }

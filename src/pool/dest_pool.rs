@@ -34,8 +34,9 @@ pub struct DestPool {
     pub stats: Arc<PoolStats>,
     /// The ParameterStatus set of the first server connection, replayed to new clients.
     startup_params: Mutex<Vec<(String, String)>>,
-    /// Ciphertext the password came from, so a rotated secret builds a new pool.
-    pub ciphertext: String,
+    /// Ciphertexts known to decrypt to this pool's password. KMS ciphertexts are randomised,
+    /// so every tenant row routed here carries a different one.
+    ciphertexts: Mutex<std::collections::HashSet<String>>,
 }
 
 impl DestPool {
@@ -72,8 +73,27 @@ impl DestPool {
             settings,
             stats,
             startup_params: Mutex::new(Vec::new()),
-            ciphertext,
+            ciphertexts: Mutex::new([ciphertext].into()),
         })
+    }
+
+    pub fn knows_ciphertext(&self, ciphertext: &str) -> bool {
+        self.ciphertexts
+            .lock()
+            .expect("ciphertexts")
+            .contains(ciphertext)
+    }
+
+    /// Accepts another ciphertext if it decrypts to the password this pool already uses.
+    pub fn adopt_ciphertext(&self, ciphertext: &str, password: &str) -> bool {
+        if self.pool.manager().dest.password != password {
+            return false;
+        }
+        self.ciphertexts
+            .lock()
+            .expect("ciphertexts")
+            .insert(ciphertext.to_owned());
+        true
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -120,7 +140,10 @@ impl DestPool {
                     pool: self.name(),
                     source,
                 },
-                _ => CheckoutError::Closed(self.name()),
+                other => {
+                    tracing::warn!(error = ?other, "checkout failed");
+                    CheckoutError::Closed(self.name())
+                }
             }
         })?;
         self.stats

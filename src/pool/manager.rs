@@ -27,9 +27,15 @@ impl Manager for ServerManager {
     type Error = ServerError;
 
     async fn create(&self) -> Result<ServerConn, ServerError> {
-        let limit = self.settings().conn_create_timeout;
+        let s = self.settings();
+        let limit = s.conn_create_timeout;
         match tokio::time::timeout(limit, ServerConn::connect(&self.dest)).await {
-            Ok(res) => res,
+            Ok(Ok(mut conn)) => {
+                conn.prepared =
+                    super::prepared::PreparedSet::new(s.max_prepared_statements as usize);
+                Ok(conn)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ServerError::ConnectTimeout(limit)),
         }
     }

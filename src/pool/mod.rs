@@ -3,6 +3,7 @@
 pub mod dest_pool;
 pub mod destination;
 pub mod manager;
+pub mod prepared;
 pub mod registry;
 pub mod server;
 pub mod stats;

@@ -39,7 +39,7 @@ impl Registry {
         let pools = self.pools.lock().expect("registry lock");
         pools
             .get(key)
-            .filter(|p| p.ciphertext == ciphertext)
+            .filter(|p| p.knows_ciphertext(ciphertext))
             .cloned()
     }
 
@@ -57,6 +57,12 @@ impl Registry {
             return Ok(p);
         }
         let password = self.kms.decrypt(ciphertext).await?;
+        let existing = self.pools.lock().expect("registry lock").get(&key).cloned();
+        if let Some(p) = existing
+            && p.adopt_ciphertext(ciphertext, &password)
+        {
+            return Ok(p);
+        }
         let settings = {
             let cfg = self.config.lock().expect("config lock");
             cfg.pool_settings_for(&key.dest_host_label(), &key.db)
@@ -69,8 +75,8 @@ impl Registry {
             .expect("registry lock")
             .insert(key, pool.clone());
         if let Some(old) = old {
-            tracing::info!(pool = %old.name(), "destination secret changed; old pool retired");
-            old.close();
+            // Sessions still holding the old pool finish on it; it goes when they do.
+            tracing::info!(pool = %old.name(), "destination password changed; new pool for new logins");
         }
         Ok(pool)
     }

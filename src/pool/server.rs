@@ -51,6 +51,8 @@ pub struct ServerConn {
     pub extra_settings: std::collections::BTreeSet<String>,
     /// The schema our last `SET search_path` installed; `None` when unknown.
     pub schema: Option<String>,
+    /// Server statements the pooler prepared here (named after their SQL and schema).
+    pub prepared: super::prepared::PreparedSet,
     /// Set when the connection's state cannot be trusted; it is then closed, never reused.
     pub broken: bool,
 }
@@ -112,6 +114,7 @@ impl ServerConn {
             params: HashMap::new(),
             extra_settings: Default::default(),
             schema: None,
+            prepared: super::prepared::PreparedSet::new(200),
             broken: false,
         };
         conn.startup(dest).await?;

@@ -12,6 +12,8 @@ pub struct Effects {
     pub search_path: bool,
     /// The session now holds state that cannot be moved to another server connection.
     pub pin: Option<&'static str>,
+    /// Server-side prepared statements may be gone (DEALLOCATE, DISCARD ALL).
+    pub deallocate: bool,
 }
 
 /// Parameters whose changes the server reports with ParameterStatus, so the pooler tracks them.
@@ -156,7 +158,12 @@ fn classify_set(rest: &[Tok], fx: &mut Effects) {
 fn classify_statement(st: &[Tok], fx: &mut Effects) {
     match word(st.first()) {
         "set" => classify_set(&st[1..], fx),
-        "reset" | "discard" => fx.search_path = true,
+        "reset" => fx.search_path = true,
+        "discard" => {
+            fx.search_path = true;
+            fx.deallocate = word(st.get(1)) == "all";
+        }
+        "deallocate" => fx.deallocate = true,
         "prepare" => fx.pin = Some("SQL PREPARE"),
         "listen" => fx.pin = Some("LISTEN"),
         "load" => fx.pin = Some("LOAD"),

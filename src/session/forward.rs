@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
-use super::scan::{ClientScan, scan_client, scan_server};
+use super::scan::{ClientOut, ClientScan, ServerView, scan_client, scan_server};
 use super::state::{ClientState, TxnState};
 use crate::pool::ServerConn;
 use crate::proto::ProtoError;
@@ -91,14 +91,33 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     let mut t = TxnState::default();
     let mut to_server = BytesMut::with_capacity(READ_CHUNK);
     let mut terminated = false;
+    let ServerConn {
+        stream,
+        rbuf,
+        schema,
+        params,
+        prepared,
+        ..
+    } = conn;
+    macro_rules! view {
+        () => {
+            ServerView {
+                schema: &mut *schema,
+                params: &mut *params,
+                prepared: &mut *prepared,
+            }
+        };
+    }
+    macro_rules! client_out {
+        () => {
+            ClientOut {
+                to_server: &mut to_server,
+                to_client: &mut bufs.output,
+            }
+        };
+    }
     // Whatever the client already sent (that made us check out) goes first.
-    match scan_client(
-        &mut bufs.input,
-        &mut to_server,
-        &mut t,
-        st,
-        &mut conn.schema,
-    ) {
+    match scan_client(&mut bufs.input, client_out!(), &mut t, st, view!()) {
         Ok(ClientScan::Continue) => {}
         Ok(ClientScan::Terminate) => terminated = true,
         Err(e) => return Outcome::Protocol(e),
@@ -106,7 +125,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     poll_fn(|cx| {
         loop {
             let mut progressed = false;
-            match poll_drain(&mut conn.stream, &mut to_server, cx) {
+            match poll_drain(stream, &mut to_server, cx) {
                 Poll::Ready(Ok(w)) => progressed |= w,
                 Poll::Ready(Err(e)) => return Poll::Ready(Outcome::ServerLost(e)),
                 Poll::Pending => {}
@@ -123,7 +142,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 return Poll::Ready(Outcome::ClientGone { clean });
             }
             if bufs.output.len() < HIGH_WATER {
-                match poll_fill(&mut conn.stream, &mut conn.rbuf, cx) {
+                match poll_fill(stream, rbuf, cx) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Outcome::ServerLost(
                             io::ErrorKind::UnexpectedEof.into(),
@@ -131,13 +150,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        let res = scan_server(
-                            &mut conn.rbuf,
-                            &mut bufs.output,
-                            &mut t,
-                            st,
-                            &mut conn.params,
-                        );
+                        let res = scan_server(rbuf, &mut bufs.output, &mut t, st, view!());
                         match res {
                             Ok(true) if to_server.is_empty() && st.may_release() && !terminated => {
                                 return Poll::Ready(Outcome::Released);
@@ -158,13 +171,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        match scan_client(
-                            &mut bufs.input,
-                            &mut to_server,
-                            &mut t,
-                            st,
-                            &mut conn.schema,
-                        ) {
+                        match scan_client(&mut bufs.input, client_out!(), &mut t, st, view!()) {
                             Ok(ClientScan::Continue) => {}
                             Ok(ClientScan::Terminate) => terminated = true,
                             Err(e) => return Poll::Ready(Outcome::Protocol(e)),

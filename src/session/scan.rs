@@ -1,24 +1,30 @@
 //! Frame scanning in both directions: copy frames to the other side's output buffer, reading
-//! only the few message types the pooler must understand and streaming the rest.
+//! only the message types the pooler must understand, translating prepared-statement names,
+//! and streaming everything else.
 
 use std::collections::HashMap;
 
 use bytes::{Buf, BytesMut};
 
 use super::checkout::REPORTED_SETTABLE;
+use super::extended::{Action, Entry, Expect, Mode};
 use super::state::{ClientState, TxnState};
+use super::stmts::{self, Prepared};
+use crate::pool::prepared::PreparedSet;
 use crate::proto::backend::parse_parameter_status;
-use crate::proto::frame::header;
+use crate::proto::frame::{DEFAULT_MAX_MESSAGE_LEN, header};
 use crate::proto::{ProtoError, frontend, sql};
+
+/// The parts of a server connection the scanners read and update.
+pub struct ServerView<'a> {
+    pub schema: &'a mut Option<String>,
+    pub params: &'a mut HashMap<String, String>,
+    pub prepared: &'a mut PreparedSet,
+}
 
 /// Client messages whose bodies the pooler reads before forwarding.
 fn client_inspects(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'C' | b'X')
-}
-
-/// Server messages whose bodies the pooler reads before forwarding.
-fn server_inspects(tag: u8) -> bool {
-    matches!(tag, b'Z' | b'S')
+    matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'D' | b'X')
 }
 
 /// Result of scanning client input.
@@ -29,22 +35,31 @@ pub enum ClientScan {
     Terminate,
 }
 
-/// Moves complete (or streamable) client frames from `input` to `out`, updating the state.
-/// `schema_known` is cleared when the client's SQL may have changed search_path.
+/// Output side of a client scan: bytes for the server, and the pooler's own answers.
+pub struct ClientOut<'a> {
+    pub to_server: &'a mut BytesMut,
+    pub to_client: &'a mut BytesMut,
+}
+
+/// Moves complete (or streamable) client frames from `input` to the server, updating state.
 pub fn scan_client(
     input: &mut BytesMut,
-    out: &mut BytesMut,
+    out: ClientOut<'_>,
     t: &mut TxnState,
     st: &mut ClientState,
-    schema_known: &mut Option<String>,
+    mut srv: ServerView<'_>,
 ) -> Result<ClientScan, ProtoError> {
+    let ClientOut {
+        to_server,
+        to_client,
+    } = out;
     loop {
         if t.client_remaining > 0 {
             let n = t.client_remaining.min(input.len());
             if n == 0 {
                 return Ok(ClientScan::Continue);
             }
-            out.extend_from_slice(&input[..n]);
+            to_server.extend_from_slice(&input[..n]);
             input.advance(n);
             t.client_remaining -= n;
             continue;
@@ -56,49 +71,196 @@ pub fn scan_client(
             input.reserve(h.frame_len - input.len());
             return Ok(ClientScan::Continue);
         }
+        let simple = |e: Expect, t: &mut TxnState, to_client: &mut BytesMut| {
+            t.queue.push(Entry::forward(e), to_client);
+        };
         match h.tag {
-            b'Q' | b'S' | b'F' => {
+            b'S' | b'F' => {
                 t.pending += 1;
                 t.unsynced = false;
+                simple(Expect::Ready, t, to_client);
             }
-            b'd' | b'c' | b'f' | b'X' => {}
-            _ => t.unsynced = true,
+            b'E' => {
+                t.unsynced = true;
+                simple(Expect::Execute, t, to_client);
+            }
+            b'd' | b'c' | b'f' | b'H' => {}
+            _ if !client_inspects(h.tag) => t.unsynced = true,
+            _ => {}
         }
         if !client_inspects(h.tag) {
             t.client_remaining = h.frame_len;
             continue;
         }
-        let body = &input[5..h.frame_len];
+        let frame = input.split_to(h.frame_len);
+        let body = &frame[5..];
         match h.tag {
-            b'X' => {
-                input.advance(h.frame_len);
-                return Ok(ClientScan::Terminate);
+            b'X' => return Ok(ClientScan::Terminate),
+            b'Q' => {
+                note_sql(frontend::query(body)?, st, &mut srv);
+                st.unnamed = None;
+                t.pending += 1;
+                t.unsynced = false;
+                simple(Expect::Ready, t, to_client);
+                to_server.extend_from_slice(&frame);
             }
-            b'Q' => note_sql(frontend::query(body)?, st, schema_known),
             b'P' => {
+                t.unsynced = true;
                 let (name, text) = frontend::parse(body)?;
-                if !name.is_empty() {
-                    st.named.insert(name.to_vec());
+                note_sql(text, st, &mut srv);
+                if name.is_empty() {
+                    st.unnamed = Some(frame.to_vec());
+                    t.unnamed_here = true;
+                    simple(Expect::Parse, t, to_client);
+                    to_server.extend_from_slice(&frame);
+                } else {
+                    let rest = &body[name.len() + 1..];
+                    let p = stmts::new_prepared(srv.schema.as_deref(), rest);
+                    st.stmts.insert(name.to_vec(), p.clone());
+                    if srv.prepared.touch(&p.server_name) {
+                        t.queue.push(synthetic(Expect::Parse, b'1'), to_client);
+                    } else {
+                        send_parse(&p, Mode::Forward, t, srv.prepared, to_server, to_client);
+                    }
                 }
-                note_sql(text, st, schema_known);
+            }
+            b'B' => {
+                t.unsynced = true;
+                let (portal, stmt) = frontend::bind(body)?;
+                let rest = &body[portal.len() + stmt.len() + 2..];
+                let server = ensure(stmt, t, st, srv.prepared, to_server, to_client);
+                simple(Expect::Bind, t, to_client);
+                match server {
+                    None => to_server.extend_from_slice(&frame),
+                    Some(name) => {
+                        let mut prefix = portal.to_vec();
+                        prefix.push(0);
+                        to_server
+                            .extend_from_slice(&stmts::frame_with_name(b'B', &prefix, &name, rest));
+                    }
+                }
+            }
+            b'D' => {
+                t.unsynced = true;
+                let (kind, name) = frontend::target(body)?;
+                let server = if kind == b'S' {
+                    ensure(name, t, st, srv.prepared, to_server, to_client)
+                } else {
+                    None
+                };
+                simple(Expect::Describe, t, to_client);
+                match server {
+                    None => to_server.extend_from_slice(&frame),
+                    Some(n) => {
+                        to_server.extend_from_slice(&stmts::frame_with_name(b'D', b"S", &n, &[]))
+                    }
+                }
             }
             b'C' => {
+                t.unsynced = true;
                 let (kind, name) = frontend::target(body)?;
                 if kind == b'S' && !name.is_empty() {
-                    st.named.remove(name);
+                    // The server statement stays cached for reuse; the client's name goes.
+                    st.stmts.remove(name);
+                    t.queue.push(synthetic(Expect::Close, b'3'), to_client);
+                } else {
+                    if kind == b'S' {
+                        st.unnamed = None;
+                    }
+                    simple(Expect::Close, t, to_client);
+                    to_server.extend_from_slice(&frame);
                 }
             }
-            _ => {}
+            _ => to_server.extend_from_slice(&frame),
         }
-        out.extend_from_slice(&input[..h.frame_len]);
-        input.advance(h.frame_len);
     }
 }
 
-fn note_sql(text: &[u8], st: &mut ClientState, schema_known: &mut Option<String>) {
+fn synthetic(expect: Expect, tag: u8) -> Entry {
+    Entry {
+        expect,
+        mode: Mode::Synthetic(tag),
+        parsed: None,
+    }
+}
+
+/// Sends a renamed Parse (closing the least recently used statement if the set is full).
+fn send_parse(
+    p: &Prepared,
+    mode: Mode,
+    t: &mut TxnState,
+    prepared: &mut PreparedSet,
+    to_server: &mut BytesMut,
+    to_client: &mut BytesMut,
+) {
+    if t.queue.skipping() {
+        // The server discards it anyway; sending keeps the byte stream as the client meant it.
+        if mode == Mode::Forward {
+            to_server.extend_from_slice(&p.parse);
+        }
+        return;
+    }
+    if let Some(old) = prepared.insert(&p.server_name) {
+        to_server.extend_from_slice(&stmts::close_statement(&old));
+        let close = Entry {
+            expect: Expect::Close,
+            mode: Mode::Swallow,
+            parsed: None,
+        };
+        t.queue.push(close, to_client);
+    }
+    to_server.extend_from_slice(&p.parse);
+    let entry = Entry {
+        expect: Expect::Parse,
+        mode,
+        parsed: Some(p.server_name.clone()),
+    };
+    t.queue.push(entry, to_client);
+}
+
+/// Makes sure the statement a Bind/Describe names exists on this connection; returns the
+/// server name to use, or None to forward the message unchanged (the unnamed statement).
+fn ensure(
+    name: &[u8],
+    t: &mut TxnState,
+    st: &mut ClientState,
+    prepared: &mut PreparedSet,
+    to_server: &mut BytesMut,
+    to_client: &mut BytesMut,
+) -> Option<Vec<u8>> {
+    if name.is_empty() {
+        // An unnamed statement parsed in an earlier batch may live on another connection.
+        if !t.unnamed_here
+            && !t.queue.skipping()
+            && let Some(parse) = &st.unnamed
+        {
+            to_server.extend_from_slice(parse);
+            let entry = Entry {
+                expect: Expect::Parse,
+                mode: Mode::Swallow,
+                parsed: None,
+            };
+            t.queue.push(entry, to_client);
+            t.unnamed_here = true;
+        }
+        return None;
+    }
+    let Some(p) = st.stmts.get(name).cloned() else {
+        return Some(stmts::unknown_name(name));
+    };
+    if !prepared.touch(&p.server_name) {
+        send_parse(&p, Mode::Swallow, t, prepared, to_server, to_client);
+    }
+    Some(p.server_name.clone())
+}
+
+fn note_sql(text: &[u8], st: &mut ClientState, srv: &mut ServerView<'_>) {
     let fx = sql::classify(text);
     if fx.search_path {
-        *schema_known = None;
+        *srv.schema = None;
+    }
+    if fx.deallocate {
+        srv.prepared.clear();
     }
     if let (Some(reason), None) = (fx.pin, st.pinned) {
         tracing::info!(reason, "client pinned to its server connection");
@@ -113,14 +275,15 @@ pub fn scan_server(
     out: &mut BytesMut,
     t: &mut TxnState,
     st: &mut ClientState,
-    params: &mut HashMap<String, String>,
+    srv: ServerView<'_>,
 ) -> Result<bool, ProtoError> {
     let mut boundary = false;
+    let mut unprepare = Vec::new();
     loop {
         if t.server_remaining > 0 {
             let n = t.server_remaining.min(input.len());
             if n == 0 {
-                return Ok(boundary);
+                break;
             }
             out.extend_from_slice(&input[..n]);
             input.advance(n);
@@ -128,16 +291,21 @@ pub fn scan_server(
             boundary = false;
             continue;
         }
-        let Some(h) = header(input, crate::proto::frame::DEFAULT_MAX_MESSAGE_LEN)? else {
-            return Ok(boundary);
+        let Some(h) = header(input, DEFAULT_MAX_MESSAGE_LEN)? else {
+            break;
         };
-        if !server_inspects(h.tag) {
+        // Only row and COPY data stream; every message that can end a request is read whole,
+        // so the pooler's own answers can follow it in order.
+        let small = !matches!(h.tag, b'D' | b'd');
+        if small && input.len() < h.frame_len {
+            input.reserve(h.frame_len - input.len());
+            break;
+        }
+        let action = t.queue.on_server(h.tag, &mut unprepare);
+        if !small {
+            // Large messages stream; none of them is ever swallowed.
             t.server_remaining = h.frame_len;
             continue;
-        }
-        if input.len() < h.frame_len {
-            input.reserve(h.frame_len - input.len());
-            return Ok(false);
         }
         let body = &input[5..h.frame_len];
         match h.tag {
@@ -152,110 +320,19 @@ pub fn scan_server(
                     if REPORTED_SETTABLE.contains(&name.as_str()) {
                         st.wanted.insert(name.clone(), value.to_owned());
                     }
-                    params.insert(name, value.to_owned());
+                    srv.params.insert(name, value.to_owned());
                 }
             }
             _ => {}
         }
-        out.extend_from_slice(&input[..h.frame_len]);
-        input.advance(h.frame_len);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
-
-    fn client() -> ClientState {
-        ClientState {
-            max_message: 1 << 20,
-            ..Default::default()
+        if action == Action::Forward {
+            out.extend_from_slice(&input[..h.frame_len]);
         }
+        input.advance(h.frame_len);
+        t.queue.emit_synthetic(out);
     }
-
-    #[test]
-    fn query_then_ready_is_a_boundary() {
-        let (mut t, mut st, mut schema) = (TxnState::default(), client(), Some("a".into()));
-        let mut input = BytesMut::from(&frame(b'Q', b"select 1\0")[..]);
-        let mut out = BytesMut::new();
-        scan_client(&mut input, &mut out, &mut t, &mut st, &mut schema).unwrap();
-        assert_eq!(t.pending, 1);
-        assert!(input.is_empty());
-        let mut sin = BytesMut::from(&[frame(b'C', b"SELECT 1\0"), frame(b'Z', b"I")].concat()[..]);
-        let mut cout = BytesMut::new();
-        let mut params = HashMap::new();
-        assert!(scan_server(&mut sin, &mut cout, &mut t, &mut st, &mut params).unwrap());
-        assert_eq!(cout.len(), 20);
+    for name in unprepare {
+        srv.prepared.remove(&name);
     }
-
-    #[test]
-    fn open_transaction_and_unsynced_batches_hold_the_connection() {
-        let (mut t, mut st, mut schema) = (TxnState::default(), client(), None);
-        let mut input = BytesMut::from(
-            &[frame(b'Q', b"begin\0"), frame(b'P', b"\0select 1\0\0\0")].concat()[..],
-        );
-        let mut out = BytesMut::new();
-        scan_client(&mut input, &mut out, &mut t, &mut st, &mut schema).unwrap();
-        let mut sin = BytesMut::from(&frame(b'Z', b"I")[..]);
-        let mut params = HashMap::new();
-        assert!(
-            !scan_server(&mut sin, &mut BytesMut::new(), &mut t, &mut st, &mut params).unwrap()
-        );
-    }
-
-    #[test]
-    fn partial_frames_wait_and_search_path_is_noticed() {
-        let (mut t, mut st, mut schema) = (TxnState::default(), client(), Some("a".into()));
-        let f = frame(b'Q', b"set search_path to b\0");
-        let mut input = BytesMut::from(&f[..7]);
-        let mut out = BytesMut::new();
-        scan_client(&mut input, &mut out, &mut t, &mut st, &mut schema).unwrap();
-        assert_eq!((t.pending, out.len()), (0, 0));
-        input.extend_from_slice(&f[7..]);
-        scan_client(&mut input, &mut out, &mut t, &mut st, &mut schema).unwrap();
-        assert_eq!((t.pending, out.len()), (1, f.len()));
-        assert_eq!(schema, None);
-    }
-
-    #[test]
-    fn named_statements_are_tracked() {
-        let (mut t, mut st, mut schema) = (TxnState::default(), client(), None);
-        let mut input = BytesMut::from(&frame(b'P', b"s1\0select 1\0\0\0")[..]);
-        scan_client(
-            &mut input,
-            &mut BytesMut::new(),
-            &mut t,
-            &mut st,
-            &mut schema,
-        )
-        .unwrap();
-        assert!(!st.may_release());
-        let mut input = BytesMut::from(&frame(b'C', b"Ss1\0")[..]);
-        scan_client(
-            &mut input,
-            &mut BytesMut::new(),
-            &mut t,
-            &mut st,
-            &mut schema,
-        )
-        .unwrap();
-        assert!(st.may_release());
-    }
-
-    #[test]
-    fn terminate_stops_forwarding() {
-        let (mut t, mut st, mut schema) = (TxnState::default(), client(), None);
-        let mut input = BytesMut::from(&frame(b'X', b"")[..]);
-        let mut out = BytesMut::new();
-        let r = scan_client(&mut input, &mut out, &mut t, &mut st, &mut schema).unwrap();
-        assert_eq!(r, ClientScan::Terminate);
-        assert!(out.is_empty());
-    }
+    Ok(boundary)
 }

@@ -1,6 +1,10 @@
 //! What the pooler tracks about one client across the transactions it runs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::extended::Pending;
+use super::stmts::Prepared;
 
 /// Per-client state that outlives any single server connection.
 #[derive(Debug, Default)]
@@ -8,10 +12,10 @@ pub struct ClientState {
     pub schema: String,
     /// Session settings (lower-case names) every server connection must carry for this client.
     pub wanted: BTreeMap<String, String>,
-    /// Named prepared statements the client has open; while any exist the client keeps its
-    /// server connection, so a Bind can never reach a connection that lacks (or has another
-    /// client's) statement of that name.
-    pub named: HashSet<Vec<u8>>,
+    /// The client's named prepared statements, by the client's name.
+    pub stmts: HashMap<Vec<u8>, Arc<Prepared>>,
+    /// The last unnamed Parse, replayed when a later batch binds it on another connection.
+    pub unnamed: Option<Vec<u8>>,
     /// Why this client is pinned to its server connection for the rest of the session.
     pub pinned: Option<&'static str>,
     pub max_message: usize,
@@ -31,6 +35,10 @@ pub struct TxnState {
     pub client_remaining: usize,
     /// Same for the server direction.
     pub server_remaining: usize,
+    /// Responses still expected, and the pooler's own answers waiting their turn.
+    pub queue: Pending,
+    /// The client's unnamed statement was parsed on this connection during this checkout.
+    pub unnamed_here: bool,
 }
 
 impl Default for TxnState {
@@ -41,6 +49,8 @@ impl Default for TxnState {
             unsynced: false,
             client_remaining: 0,
             server_remaining: 0,
+            queue: Pending::default(),
+            unnamed_here: false,
         }
     }
 }
@@ -53,11 +63,12 @@ impl TxnState {
             && !self.unsynced
             && self.client_remaining == 0
             && self.server_remaining == 0
+            && self.queue.is_empty()
     }
 }
 
 impl ClientState {
     pub fn may_release(&self) -> bool {
-        self.named.is_empty() && self.pinned.is_none()
+        self.pinned.is_none()
     }
 }
