@@ -101,8 +101,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let m = Metrics {
+        let mut m = Metrics {
             clients_active: Gauge::default(),
             clients_waiting: Gauge::default(),
             transactions: Counter::default(),
@@ -120,6 +119,7 @@ impl Metrics {
         for r in AuthResult::ALL {
             let _ = m.auth_results.get_or_create(&r);
         }
+        let registry = &mut m.registry;
         registry.register(
             "perseus_build",
             "Version and build of the running daemon",
@@ -181,7 +181,7 @@ impl Metrics {
             "Latency of perseus_auth lookups against the auth database",
             m.auth_db_query.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// A client session began; the gauge drops again when the guard does.
