@@ -1,0 +1,114 @@
+//! Named prepared statements in transaction mode: kept per client, prepared lazily on
+//! whichever server connection a transaction lands on, never shared between tenants.
+
+mod support;
+
+use std::sync::Arc;
+
+use support::datapath::{Env, pool};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_sql_in_two_tenants_resolves_to_each_tenants_table() {
+    // One server connection: both tenants' statements live on it side by side.
+    let env = Arc::new(Env::start(&["prep_a", "prep_b"], pool(1)).await);
+    let a = env.connect(env.tenant(0)).await;
+    let b = env.connect(env.tenant(1)).await;
+    let sa = a
+        .prepare("SELECT v, current_schema() FROM t WHERE v >= $1")
+        .await
+        .unwrap();
+    let sb = b
+        .prepare("SELECT v, current_schema() FROM t WHERE v >= $1")
+        .await
+        .unwrap();
+    for round in 0..50 {
+        for (i, (client, stmt)) in [(&a, &sa), (&b, &sb)].into_iter().enumerate() {
+            let rows = client.query(stmt, &[&0i32]).await.unwrap();
+            assert_eq!(rows.len(), 1, "round {round}");
+            assert_eq!(
+                rows[0].get::<_, i32>(0),
+                i as i32,
+                "round {round}: wrong tenant's row"
+            );
+            assert_eq!(rows[0].get::<_, String>(1), env.tenant(i).source_schema);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_reuse_statements_over_a_small_pool() {
+    let env = Arc::new(Env::start(&["prep_c", "prep_d"], pool(2)).await);
+    let mut workers = Vec::new();
+    for c in 0..12usize {
+        let env = env.clone();
+        workers.push(tokio::spawn(async move {
+            let i = c % 2;
+            let client = env.connect(env.tenant(i)).await;
+            let add = client.prepare("SELECT $1::int + v FROM t").await.unwrap();
+            let echo = client.prepare("SELECT $1::text").await.unwrap();
+            for n in 0..40i32 {
+                let row = client.query_one(&add, &[&n]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), n + i as i32);
+                let s = format!("c{c}-{n}");
+                let row = client.query_one(&echo, &[&s]).await.unwrap();
+                assert_eq!(row.get::<_, String>(0), s);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let dest = env.dest().await;
+    let backends = env.server_backends(&dest).await;
+    assert!(
+        backends.len() <= 2,
+        "more server connections than MaxOpen: {backends:?}"
+    );
+}
+
+#[tokio::test]
+async fn statements_survive_a_transaction_that_failed() {
+    let env = Env::start(&["prep_e"], pool(1)).await;
+    let client = env.connect(env.tenant(0)).await;
+    let stmt = client.prepare("SELECT 10 / $1::int").await.unwrap();
+    let err = client.query_one(&stmt, &[&0i32]).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22012"));
+    let bad = client.prepare("SELEC nonsense").await.unwrap_err();
+    assert_eq!(bad.code().map(|c| c.code()), Some("42601"));
+    let row = client.query_one(&stmt, &[&5i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+}
+
+#[tokio::test]
+async fn max_prepared_statements_evicts_and_reprepares() {
+    let mut settings = pool(1);
+    settings.max_prepared_statements = 3;
+    let env = Env::start(&["prep_f"], settings).await;
+    let client = env.connect(env.tenant(0)).await;
+    let mut stmts = Vec::new();
+    for k in 0..8i32 {
+        stmts.push((
+            k,
+            client
+                .prepare(&format!("SELECT {k} + $1::int"))
+                .await
+                .unwrap(),
+        ));
+    }
+    for _ in 0..3 {
+        for (k, s) in &stmts {
+            let row = client.query_one(s, &[&1i32]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), k + 1);
+        }
+    }
+    let dest = env.dest_super().await;
+    let prepared: i64 = dest
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+            &[&env.dest_db, &env.role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 1, "one server connection");
+}
