@@ -126,6 +126,7 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
             }
             let new = Arc::new(new);
             shared.registry.apply_config(new.clone());
+            shared.admin.apply_config(new.clone());
             *current = new;
             tracing::info!("SIGHUP: configuration reloaded");
         }
@@ -174,6 +175,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         tls: crate::net::ClientTls::new(&current.tls)
             .map_err(|e| AppError::Config(e.to_string()))?,
         metrics: Arc::new(Metrics::new()),
+        clients: Default::default(),
+        admin: crate::admin::Admin::new(config_path.clone(), current.clone()),
     });
     let mut signals =
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;

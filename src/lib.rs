@@ -1,6 +1,7 @@
 //! Perseus: a tenant-routing PostgreSQL connection pooler. The library holds
 //! every piece so the daemon and the CLIs (genhash, encpass) share one code base.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -5,15 +5,19 @@ use std::fmt;
 use serde_json::Value;
 
 use super::dsn::REDACTED;
-use super::{AuthDbSettings, AwsSettings, Config};
+use super::{AdminSettings, AuthDbSettings, AwsSettings, Config};
 
 impl Config {
-    /// A copy with SecretAccessKey and the DSN password replaced by `<redacted>`.
+    /// A copy with SecretAccessKey, the DSN password and the admin password hashes replaced
+    /// by `<redacted>`.
     /// An empty secret stays empty so an operator can see it is unset.
     pub fn redacted_copy(&self) -> Config {
         let mut c = self.clone();
         c.aws.secret_access_key = secret(&self.aws.secret_access_key).to_string();
         c.auth_db.dsn = self.auth_db.redacted_dsn();
+        for hash in c.admin.users.values_mut() {
+            *hash = secret(hash).to_string();
+        }
         c
     }
 
@@ -50,6 +54,16 @@ impl fmt::Debug for AwsSettings {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("kms_key_arn", &self.kms_key_arn)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<&String> = self.users.keys().collect();
+        f.debug_struct("AdminSettings")
+            .field("database", &self.database)
+            .field("users", &users)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::cancel::ServerKey;
 use super::checkout::{self, REPORTED_SETTABLE};
 use super::forward::{ClientBufs, Outcome, forward};
+use super::registry::{Admission, ClientEntry, Phase, say_killed};
 use super::startup::read_password;
 use super::state::ClientState;
 use super::tenant::{ClientIdentity, identify};
@@ -51,6 +52,9 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    if shared.admin.is_console(&params) {
+        return crate::admin::serve(s, bufs, params, peer, shared, deadline).await;
+    }
     let started = Instant::now();
     let login = tokio::time::timeout_at(deadline, login(&mut s, &mut bufs, params, &shared, peer));
     let login = match login.await {
@@ -73,6 +77,9 @@ pub async fn serve<S>(
     } = login;
     let _active = shared.metrics.client_connected();
     let cancel = shared.cancel.register();
+    let me = shared
+        .clients
+        .register(peer, &id.database, &id.schema, &id.user, pool.name());
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
     for (name, default) in pool.startup_params() {
@@ -86,7 +93,16 @@ pub async fn serve<S>(
     }
     tracing::info!(%peer, db = %id.database, schema = %id.schema, user = %id.user,
         pool = %pool.name(), login_ms = started.elapsed().as_millis() as u64, "client logged in");
-    let end = run(&mut s, &mut bufs, &pool, &mut st, &shared, &cancel.slot).await;
+    let end = run(
+        &mut s,
+        &mut bufs,
+        &pool,
+        &mut st,
+        &shared,
+        &cancel.slot,
+        &me.entry,
+    )
+    .await;
     if let Err(e) = &end {
         let _ = s.write_all(&bufs.output).await;
         fatal(&mut s, e).await;
@@ -217,6 +233,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     st: &mut ClientState,
     shared: &Shared,
     cancel_slot: &super::cancel::CancelSlot,
+    me: &ClientEntry,
 ) -> Result<(), ClientError> {
     loop {
         if !bufs.output.is_empty() {
@@ -240,6 +257,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             tokio::select! {
                 _ = shared.shutdown.cancelled() => return Err(ClientError::Shutdown),
                 _ = idle_limit => return Err(ClientError::IdleTimeout(idle)),
+                _ = me.killed() => return say_killed(s).await,
                 r = s.read_buf(&mut bufs.input) => match r {
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(_) => {}
@@ -249,7 +267,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if bufs.input[0] == b'X' {
             return Ok(());
         }
-        let mut conn = pool.checkout().await?;
+        me.set_phase(Phase::Waiting);
+        let mut conn = match shared.clients.admit(me, &shared.shutdown).await {
+            Admission::Go => tokio::select! {
+                c = pool.checkout() => c?,
+                _ = me.killed() => return say_killed(s).await,
+            },
+            Admission::Killed => return say_killed(s).await,
+            Admission::Shutdown => return Err(ClientError::Shutdown),
+        };
+        me.set_phase(Phase::Active);
         if let Err(e) = prepare(pool, &mut conn, st).await {
             pool.release(conn, false);
             return Err(e);
@@ -265,7 +292,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 pool.release(conn, false);
                 return Err(ClientError::Shutdown);
             }
+            _ = me.killed() => {
+                pool.release(conn, false);
+                return say_killed(s).await;
+            }
         };
+        me.set_pinned(st.pinned);
+        me.set_phase(Phase::Idle);
         *cancel_slot.lock().expect("cancel slot") = None;
         match outcome {
             Outcome::Released => pool.release(conn, true),

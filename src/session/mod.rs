@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod client;
 pub mod forward;
 pub mod limits;
+pub mod registry;
 pub mod scan;
 pub mod startup;
 pub mod state;
@@ -39,6 +40,9 @@ pub struct Shared {
     pub tls: crate::net::ClientTls,
     /// Counters and gauges the session updates; read by the metrics endpoint.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Logged-in clients, with the PAUSE/RESUME gates and KILL switches of the admin console.
+    pub clients: registry::ClientRegistry,
+    pub admin: crate::admin::Admin,
 }
 
 pub type SharedRef = Arc<Shared>;

@@ -1,0 +1,351 @@
+//! Connected clients as operators see them (SHOW CLIENTS, SHOW TENANTS), and the per-tenant
+//! controls the admin console drives: PAUSE/RESUME gates and KILL.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+use crate::proto::backend;
+
+/// A tenant as clients name it: (database, schema).
+pub type TenantKey = (String, String);
+
+/// What a client is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between transactions, holding no server connection.
+    Idle,
+    /// Has sent a message and waits for a paused tenant to resume or for a server connection.
+    Waiting,
+    /// Holds a server connection.
+    Active,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Waiting => "waiting",
+            Phase::Active => "active",
+        }
+    }
+}
+
+/// One logged-in client, shared between its session and the admin console.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub db: String,
+    pub schema: String,
+    pub user: String,
+    /// The destination pool (`dest_host/dest_db`) the tenant is routed to.
+    pub pool: String,
+    pub connected_at: SystemTime,
+    phase: AtomicU8,
+    pinned: Mutex<Option<&'static str>>,
+    kill: CancellationToken,
+}
+
+impl ClientEntry {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Waiting,
+            2 => Phase::Active,
+            _ => Phase::Idle,
+        }
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        let v = match p {
+            Phase::Idle => 0,
+            Phase::Waiting => 1,
+            Phase::Active => 2,
+        };
+        self.phase.store(v, Ordering::Relaxed);
+    }
+
+    /// Why the client is pinned to its server connection, if it is.
+    pub fn pinned(&self) -> Option<&'static str> {
+        *self.pinned.lock().expect("client pinned lock")
+    }
+
+    pub fn set_pinned(&self, why: Option<&'static str>) {
+        *self.pinned.lock().expect("client pinned lock") = why;
+    }
+
+    /// Resolves when an operator KILLs this client's tenant.
+    pub async fn killed(&self) {
+        self.kill.cancelled().await
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.kill.is_cancelled()
+    }
+
+    pub fn tenant(&self) -> TenantKey {
+        (self.db.clone(), self.schema.clone())
+    }
+}
+
+/// Which tenants are paused. `all` pauses every tenant (present and future) except those
+/// resumed one by one afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PauseSet {
+    pub all: bool,
+    pub tenants: HashSet<TenantKey>,
+    pub resumed: HashSet<TenantKey>,
+}
+
+impl PauseSet {
+    pub fn is_paused(&self, db: &str, schema: &str) -> bool {
+        let key = (db.to_owned(), schema.to_owned());
+        (self.all && !self.resumed.contains(&key)) || self.tenants.contains(&key)
+    }
+}
+
+/// How a wait at the tenant gate ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Go,
+    Killed,
+    Shutdown,
+}
+
+pub struct ClientRegistry {
+    next_id: AtomicU64,
+    clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    /// Sessions subscribe to this to wait for their tenant to be resumed.
+    pause: watch::Sender<PauseSet>,
+}
+
+impl Default for ClientRegistry {
+    fn default() -> Self {
+        ClientRegistry {
+            next_id: AtomicU64::new(0),
+            clients: Mutex::new(BTreeMap::new()),
+            pause: watch::Sender::new(PauseSet::default()),
+        }
+    }
+}
+
+/// Keeps a client listed while its session lives.
+pub struct ClientGuard<'a> {
+    registry: &'a ClientRegistry,
+    pub entry: Arc<ClientEntry>,
+}
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.registry
+            .clients
+            .lock()
+            .expect("client registry lock")
+            .remove(&self.entry.id);
+    }
+}
+
+impl ClientRegistry {
+    /// Lists a logged-in client until the returned guard is dropped.
+    pub fn register(
+        &self,
+        peer: SocketAddr,
+        db: &str,
+        schema: &str,
+        user: &str,
+        pool: String,
+    ) -> ClientGuard<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(ClientEntry {
+            id,
+            peer,
+            db: db.to_owned(),
+            schema: schema.to_owned(),
+            user: user.to_owned(),
+            pool,
+            connected_at: SystemTime::now(),
+            phase: AtomicU8::new(0),
+            pinned: Mutex::new(None),
+            kill: CancellationToken::new(),
+        });
+        self.clients
+            .lock()
+            .expect("client registry lock")
+            .insert(id, entry.clone());
+        ClientGuard {
+            registry: self,
+            entry,
+        }
+    }
+
+    /// Every listed client, oldest first.
+    pub fn clients(&self) -> Vec<Arc<ClientEntry>> {
+        self.clients
+            .lock()
+            .expect("client registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn pause_set(&self) -> PauseSet {
+        self.pause.borrow().clone()
+    }
+
+    /// Holds new transactions of `tenant` (every tenant when None); those in flight finish.
+    pub fn pause(&self, tenant: Option<&TenantKey>) {
+        self.pause.send_modify(|p| match tenant {
+            None => {
+                p.all = true;
+                p.resumed.clear();
+            }
+            Some(t) => {
+                p.resumed.remove(t);
+                p.tenants.insert(t.clone());
+            }
+        });
+    }
+
+    /// Releases what [`ClientRegistry::pause`] holds: one tenant, or everything when None.
+    pub fn resume(&self, tenant: Option<&TenantKey>) {
+        self.pause.send_modify(|p| match tenant {
+            None => *p = PauseSet::default(),
+            Some(t) => {
+                p.tenants.remove(t);
+                if p.all {
+                    p.resumed.insert(t.clone());
+                }
+            }
+        });
+    }
+
+    /// Disconnects every client of `tenant`; returns how many were told to go.
+    pub fn kill(&self, tenant: &TenantKey) -> usize {
+        let mut n = 0;
+        for c in self.clients() {
+            if c.db == tenant.0 && c.schema == tenant.1 && !c.is_killed() {
+                c.kill.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The gate a session passes before each transaction: waits while the client's tenant is
+    /// paused, unless the client is killed or the daemon stops meanwhile.
+    pub async fn admit(&self, me: &ClientEntry, shutdown: &CancellationToken) -> Admission {
+        let mut rx = self.pause.subscribe();
+        if !rx.borrow().is_paused(&me.db, &me.schema) {
+            return Admission::Go;
+        }
+        tokio::select! {
+            r = rx.wait_for(|p| !p.is_paused(&me.db, &me.schema)) => match r {
+                Ok(_) => Admission::Go,
+                // The sender lives as long as the registry, so this is only reached at exit.
+                Err(_) => Admission::Shutdown,
+            },
+            _ = me.killed() => Admission::Killed,
+            _ = shutdown.cancelled() => Admission::Shutdown,
+        }
+    }
+}
+
+/// Tells a killed client why it is being disconnected, then closes the connection. The
+/// session ends normally afterwards: the client has been told, nothing else is owed.
+pub async fn say_killed<S: AsyncWrite + Unpin>(s: &mut S) -> Result<(), ClientError> {
+    let mut out = BytesMut::new();
+    backend::error(
+        &mut out,
+        "FATAL",
+        "57P01",
+        "terminating connection due to administrator command (KILL)",
+    );
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(db: &str, schema: &str) -> TenantKey {
+        (db.into(), schema.into())
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn guard_lists_and_unlists() {
+        let r = ClientRegistry::default();
+        let g = r.register(addr(), "mm", "a", "u", "h/d".into());
+        let _h = r.register(addr(), "mm", "b", "u", "h/d".into());
+        assert_eq!(r.clients().len(), 2);
+        assert_eq!(g.entry.phase(), Phase::Idle);
+        drop(g);
+        let left = r.clients();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].schema, "b");
+    }
+
+    #[test]
+    fn pause_all_with_exceptions() {
+        let r = ClientRegistry::default();
+        r.pause(Some(&key("mm", "a")));
+        let p = r.pause_set();
+        assert!(p.is_paused("mm", "a"));
+        assert!(!p.is_paused("mm", "b"));
+        r.pause(None);
+        r.resume(Some(&key("mm", "b")));
+        let p = r.pause_set();
+        assert!(p.is_paused("mm", "a"));
+        assert!(!p.is_paused("mm", "b"));
+        assert!(p.is_paused("mm", "c"));
+        r.resume(None);
+        assert_eq!(r.pause_set(), PauseSet::default());
+    }
+
+    #[test]
+    fn kill_hits_only_the_tenant() {
+        let r = ClientRegistry::default();
+        let a = r.register(addr(), "mm", "a", "u", "p".into());
+        let b = r.register(addr(), "mm", "b", "u", "p".into());
+        assert_eq!(r.kill(&key("mm", "a")), 1);
+        assert!(a.entry.is_killed());
+        assert!(!b.entry.is_killed());
+        assert_eq!(r.kill(&key("mm", "a")), 0);
+    }
+
+    #[tokio::test]
+    async fn gate_holds_until_resume() {
+        let r = Arc::new(ClientRegistry::default());
+        let g = r.register(addr(), "mm", "a", "u", "p".into());
+        let stop = CancellationToken::new();
+        assert_eq!(r.admit(&g.entry, &stop).await, Admission::Go);
+        r.pause(Some(&key("mm", "a")));
+        let entry = g.entry.clone();
+        let (r2, stop2) = (r.clone(), stop.clone());
+        let waiting = tokio::spawn(async move { r2.admit(&entry, &stop2).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        r.resume(Some(&key("mm", "a")));
+        assert_eq!(waiting.await.unwrap(), Admission::Go);
+
+        r.pause(None);
+        let entry = g.entry.clone();
+        let (r2, stop2) = (r.clone(), stop.clone());
+        let waiting = tokio::spawn(async move { r2.admit(&entry, &stop2).await });
+        r.kill(&key("mm", "a"));
+        assert_eq!(waiting.await.unwrap(), Admission::Killed);
+    }
+}
