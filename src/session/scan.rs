@@ -336,3 +336,156 @@ pub fn scan_server(
     }
     Ok(boundary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    struct Fixture {
+        t: TxnState,
+        st: ClientState,
+        schema: Option<String>,
+        params: HashMap<String, String>,
+        prepared: PreparedSet,
+        to_server: BytesMut,
+        to_client: BytesMut,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                t: TxnState::default(),
+                st: ClientState {
+                    max_message: 1 << 20,
+                    ..Default::default()
+                },
+                schema: Some("a".into()),
+                params: HashMap::new(),
+                prepared: PreparedSet::new(10),
+                to_server: BytesMut::new(),
+                to_client: BytesMut::new(),
+            }
+        }
+
+        fn client(&mut self, bytes: &[u8]) -> ClientScan {
+            let mut input = BytesMut::from(bytes);
+            let out = ClientOut {
+                to_server: &mut self.to_server,
+                to_client: &mut self.to_client,
+            };
+            let srv = ServerView {
+                schema: &mut self.schema,
+                params: &mut self.params,
+                prepared: &mut self.prepared,
+            };
+            scan_client(&mut input, out, &mut self.t, &mut self.st, srv).unwrap()
+        }
+
+        fn server(&mut self, bytes: &[u8]) -> bool {
+            let mut input = BytesMut::from(bytes);
+            let srv = ServerView {
+                schema: &mut self.schema,
+                params: &mut self.params,
+                prepared: &mut self.prepared,
+            };
+            scan_server(
+                &mut input,
+                &mut self.to_client,
+                &mut self.t,
+                &mut self.st,
+                srv,
+            )
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn query_then_ready_is_a_boundary() {
+        let mut f = Fixture::new();
+        f.client(&frame(b'Q', b"select 1\0"));
+        assert_eq!(f.t.pending, 1);
+        assert!(f.server(&[frame(b'C', b"SELECT 1\0"), frame(b'Z', b"I")].concat()));
+        assert_eq!(f.to_client.len(), 20);
+    }
+
+    #[test]
+    fn open_transaction_and_unsynced_batches_hold_the_connection() {
+        let mut f = Fixture::new();
+        f.client(&[frame(b'Q', b"begin\0"), frame(b'P', b"\0select 1\0\0\0")].concat());
+        assert!(!f.server(&frame(b'Z', b"T")));
+    }
+
+    #[test]
+    fn search_path_changes_forget_the_schema() {
+        let mut f = Fixture::new();
+        let q = frame(b'Q', b"set search_path to b\0");
+        f.client(&q[..7]);
+        assert!(f.to_server.is_empty());
+        let mut f = Fixture::new();
+        f.client(&q);
+        assert_eq!(f.schema, None);
+    }
+
+    #[test]
+    fn named_statements_are_renamed_and_reparse_is_answered_locally() {
+        let mut f = Fixture::new();
+        let parse = frame(b'P', b"s1\0select 1\0\0\0");
+        f.client(&[parse.clone(), frame(b'S', b"")].concat());
+        assert!(
+            f.to_server.windows(8).any(|w| w == b"perseus_"),
+            "renamed on the wire"
+        );
+        assert!(!f.to_server.windows(3).any(|w| w == b"s1\0"));
+        assert!(f.server(&[frame(b'1', b""), frame(b'Z', b"I")].concat()));
+        // The same statement again on this connection: answered without the server.
+        f.to_server.clear();
+        f.to_client.clear();
+        f.t = TxnState::default();
+        f.client(&[parse, frame(b'S', b"")].concat());
+        assert_eq!(&f.to_server[..], &frame(b'S', b"")[..]);
+        // Nothing is ahead of it, so the pooler's ParseComplete is due at once.
+        assert_eq!(&f.to_client[..], &frame(b'1', b"")[..]);
+        assert!(f.server(&frame(b'Z', b"I")));
+        assert_eq!(
+            &f.to_client[..],
+            &[frame(b'1', b""), frame(b'Z', b"I")].concat()[..]
+        );
+    }
+
+    #[test]
+    fn bind_on_a_fresh_connection_injects_the_parse() {
+        let mut f = Fixture::new();
+        f.client(&frame(b'P', b"s1\0select 1\0\0\0"));
+        f.prepared.clear();
+        f.to_server.clear();
+        f.t = TxnState::default();
+        f.client(&[frame(b'B', b"\0s1\0\0\0\0\0\0\0"), frame(b'S', b"")].concat());
+        assert_eq!(f.to_server[0], b'P', "the Parse goes first");
+        f.server(&[frame(b'1', b""), frame(b'2', b""), frame(b'Z', b"I")].concat());
+        assert_eq!(
+            &f.to_client[..],
+            &[frame(b'2', b""), frame(b'Z', b"I")].concat()[..]
+        );
+    }
+
+    #[test]
+    fn unknown_statement_names_never_reach_a_real_statement() {
+        let mut f = Fixture::new();
+        f.client(&frame(b'B', b"\0perseus_0123\0\0\0\0\0\0\0"));
+        assert!(f.to_server.windows(16).any(|w| w == b"perseus_unknown_"));
+    }
+
+    #[test]
+    fn terminate_stops_forwarding() {
+        let mut f = Fixture::new();
+        assert_eq!(f.client(&frame(b'X', b"")), ClientScan::Terminate);
+        assert!(f.to_server.is_empty());
+    }
+}
