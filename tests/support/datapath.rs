@@ -208,26 +208,58 @@ impl Env {
             .collect()
     }
 
-    /// Waits until no backend of the destination role is in a transaction (idle or active
-    /// in one, or aborted); panics with what is left after [`SETTLE`].
+    /// The destination role's backends that are inside a transaction (idle in one, aborted,
+    /// or running a statement), other than the caller's own: (pid, state, query).
+    pub async fn backends_in_transaction(&self, observer: &Client) -> Vec<(i32, String, String)> {
+        observer
+            .query(
+                "SELECT pid, coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity \
+                 WHERE usename = $1 AND datname = $2 AND pid <> pg_backend_pid() \
+                 AND (xact_start IS NOT NULL OR state LIKE 'idle in transaction%')",
+                &[&self.role, &self.dest_db],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    /// Waits until no backend of the destination role is in a transaction; panics with
+    /// what is left after [`SETTLE`].
     pub async fn wait_no_open_transactions(&self, observer: &Client) {
         let left = poll_async(SETTLE, Duration::from_millis(50), || async {
-            let open: Vec<_> = self
-                .server_backends(observer)
+            self.backends_in_transaction(observer)
                 .await
-                .into_iter()
-                .filter(|(_, state, _)| state.starts_with("idle in transaction"))
-                .collect();
-            open.is_empty().then_some(())
+                .is_empty()
+                .then_some(())
         })
         .await;
         if left.is_none() {
             panic!(
                 "backends still in a transaction after {SETTLE:?}: {:?}\nperseus log:\n{}",
-                self.server_backends(observer).await,
+                self.backends_in_transaction(observer).await,
                 super::log_tail(&self.perseus.log_path(), 40)
             );
         }
+    }
+
+    /// Waits until some backend of the destination role is in state `state` running a query
+    /// that contains `marker`; panics with what there is after [`SETTLE`].
+    pub async fn wait_backend(&self, observer: &Client, state: &str, marker: &str) {
+        let found = poll_async(SETTLE, Duration::from_millis(20), || async {
+            self.server_backends(observer)
+                .await
+                .into_iter()
+                .any(|(_, s, q)| s == state && q.contains(marker))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "no backend is {state:?} with a query containing {marker:?}: {:?}",
+            self.server_backends(observer).await
+        );
     }
 
     /// Counts rows of `table` in each schema named (quoted as needed), bypassing perseus.
