@@ -154,14 +154,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         .await
         .map_err(|e| AppError::Config(e.to_string()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         directory: Directory::new(
             auth_pool(&current)?,
             current.auth_db.query_timeout,
             current.auth_db.cache_ttl,
+            metrics.clone(),
         ),
         verifier: Verifier::new(workers),
-        registry: Registry::new(current.clone(), kms),
+        registry: Registry::new(current.clone(), kms, metrics.clone()),
         cancel: CancelMap::default(),
         login_timeout: current.client.login_timeout,
         idle_timeout: current.client.idle_timeout,
@@ -174,7 +176,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         hard_stop: CancellationToken::new(),
         tls: crate::net::ClientTls::new(&current.tls)
             .map_err(|e| AppError::Config(e.to_string()))?,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         clients: Default::default(),
         admin: crate::admin::Admin::new(config_path.clone(), current.clone()),
     });

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Metrics;
+
 /// One `perseus_auth` row, minus the id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
@@ -31,6 +33,7 @@ const QUERY: &str = "SELECT source_user, source_pass_hashed, dest_host, dest_db,
 type TenantKey = (String, String);
 
 pub struct Directory {
+    metrics: Arc<Metrics>,
     pool: deadpool_postgres::Pool,
     query_timeout: Duration,
     ttl: Duration,
@@ -38,8 +41,14 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn new(pool: deadpool_postgres::Pool, query_timeout: Duration, ttl: Duration) -> Self {
+    pub fn new(
+        pool: deadpool_postgres::Pool,
+        query_timeout: Duration,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Directory {
+            metrics,
             pool,
             query_timeout,
             ttl,
@@ -64,7 +73,10 @@ impl Directory {
         {
             return Ok(row.clone());
         }
-        match tokio::time::timeout(self.query_timeout, self.query(db, schema)).await {
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.query_timeout, self.query(db, schema)).await;
+        self.metrics.auth_db_query(started.elapsed());
+        match res {
             Ok(Ok(Some(row))) => {
                 let row = Arc::new(row);
                 self.cache

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::dest_pool::DestPool;
 use super::destination::{BadDestHost, DestKey};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::secrets::kms::{Kms, SecretError};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +24,13 @@ pub struct Registry {
     creating: tokio::sync::Mutex<()>,
     config: Mutex<Arc<Config>>,
     kms: Kms,
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, kms: Kms) -> Self {
+    pub fn new(config: Arc<Config>, kms: Kms, metrics: Arc<Metrics>) -> Self {
         Registry {
+            metrics,
             pools: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             config: Mutex::new(config),
@@ -56,7 +59,9 @@ impl Registry {
         if let Some(p) = self.lookup(&key, ciphertext) {
             return Ok(p);
         }
-        let password = self.kms.decrypt(ciphertext).await?;
+        let password = self.kms.decrypt(ciphertext).await;
+        self.metrics.kms_decrypt(password.is_ok());
+        let password = password?;
         let existing = self.pools.lock().expect("registry lock").get(&key).cloned();
         if let Some(p) = existing
             && p.adopt_ciphertext(ciphertext, &password)

@@ -240,6 +240,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             if s.write_all(&bufs.output).await.is_err() {
                 return Ok(());
             }
+            shared.metrics.bytes_out(bufs.output.len());
             bufs.output.clear();
         }
         while bufs.input.len() < 5 {
@@ -260,7 +261,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 _ = me.killed() => return say_killed(s).await,
                 r = s.read_buf(&mut bufs.input) => match r {
                     Ok(0) | Err(_) => return Ok(()),
-                    Ok(_) => {}
+                    Ok(n) => shared.metrics.bytes_in(n),
                 },
             }
         }
@@ -270,7 +271,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         me.set_phase(Phase::Waiting);
         let mut conn = match shared.clients.admit(me, &shared.shutdown).await {
             Admission::Go => tokio::select! {
-                c = pool.checkout() => c?,
+                c = timed_checkout(pool, &shared.metrics) => c?,
                 _ = me.killed() => return say_killed(s).await,
             },
             Admission::Killed => return say_killed(s).await,
@@ -287,7 +288,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             secret: conn.backend_secret,
         });
         let outcome = tokio::select! {
-            o = forward(s, &mut conn, bufs, st) => o,
+            o = forward(s, &mut conn, bufs, st, &shared.metrics) => o,
             _ = shared.hard_stop.cancelled() => {
                 pool.release(conn, false);
                 return Err(ClientError::Shutdown);
@@ -322,4 +323,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// A checkout, counted as a transaction, with the wait measured for the histogram.
+async fn timed_checkout(
+    pool: &DestPool,
+    metrics: &crate::metrics::Metrics,
+) -> Result<PooledConn, crate::pool::CheckoutError> {
+    let _waiting = metrics.waiting_for_server();
+    let started = Instant::now();
+    let conn = pool.checkout().await;
+    metrics.checkout_wait(started.elapsed());
+    if conn.is_ok() {
+        metrics.transaction();
+    }
+    conn
 }

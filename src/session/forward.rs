@@ -12,6 +12,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::scan::{ClientOut, ClientScan, ServerView, scan_client, scan_server};
 use super::state::{ClientState, TxnState};
+use crate::metrics::Metrics;
 use crate::pool::ServerConn;
 use crate::proto::ProtoError;
 
@@ -87,7 +88,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut ServerConn,
     bufs: &mut ClientBufs,
     st: &mut ClientState,
+    metrics: &Metrics,
 ) -> Outcome {
+    let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
     let mut t = TxnState::default();
     let mut to_server = BytesMut::with_capacity(READ_CHUNK);
     let mut terminated = false;
@@ -122,7 +125,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(ClientScan::Terminate) => terminated = true,
         Err(e) => return Outcome::Protocol(e),
     }
-    poll_fn(|cx| {
+    let outcome = poll_fn(|cx| {
         loop {
             let mut progressed = false;
             match poll_drain(stream, &mut to_server, cx) {
@@ -130,7 +133,10 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 Poll::Ready(Err(e)) => return Poll::Ready(Outcome::ServerLost(e)),
                 Poll::Pending => {}
             }
-            match poll_drain(client, &mut bufs.output, cx) {
+            let before = bufs.output.len();
+            let drained = poll_drain(client, &mut bufs.output, cx);
+            bytes_out += before.saturating_sub(bufs.output.len());
+            match drained {
                 Poll::Ready(Ok(w)) => progressed |= w,
                 Poll::Ready(Err(_)) => {
                     return Poll::Ready(Outcome::ClientGone { clean: false });
@@ -169,8 +175,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                         let clean = t.at_boundary() && st.may_release() && to_server.is_empty();
                         return Poll::Ready(Outcome::ClientGone { clean });
                     }
-                    Poll::Ready(Ok(_)) => {
+                    Poll::Ready(Ok(n)) => {
                         progressed = true;
+                        bytes_in += n;
                         match scan_client(&mut bufs.input, client_out!(), &mut t, st, view!()) {
                             Ok(ClientScan::Continue) => {}
                             Ok(ClientScan::Terminate) => terminated = true,
@@ -185,5 +192,11 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     })
-    .await
+    .await;
+    metrics.bytes_in(bytes_in);
+    metrics.bytes_out(bytes_out);
+    for _ in 0..t.requests {
+        metrics.query();
+    }
+    outcome
 }

@@ -77,6 +77,7 @@ pub fn scan_client(
         match h.tag {
             b'S' | b'F' => {
                 t.pending += 1;
+                t.requests += 1;
                 t.unsynced = false;
                 simple(Expect::Ready, t, to_client);
             }
@@ -100,6 +101,7 @@ pub fn scan_client(
                 note_sql(frontend::query(body)?, st, &mut srv);
                 st.unnamed = None;
                 t.pending += 1;
+                t.requests += 1;
                 t.unsynced = false;
                 simple(Expect::Ready, t, to_client);
                 to_server.extend_from_slice(&frame);

@@ -39,6 +39,8 @@ pub struct TxnState {
     pub queue: Pending,
     /// The client's unnamed statement was parsed on this connection during this checkout.
     pub unnamed_here: bool,
+    /// Queries, Syncs and function calls forwarded (for metrics).
+    pub requests: u64,
 }
 
 impl Default for TxnState {
@@ -51,6 +53,7 @@ impl Default for TxnState {
             server_remaining: 0,
             queue: Pending::default(),
             unnamed_here: false,
+            requests: 0,
         }
     }
 }
