@@ -1,0 +1,79 @@
+# Scale figures and the profile for scripts/bench.sh: logins timed with the credential cache
+# cold and warm, idle clients held (RSS per client), many clients under a light load, and
+# a perf profile of Perseus under pgbench -S. Needs the other bench libraries sourced and
+# bench.sh's globals (OUT, SCALE_JSON, CONFIG, PERSEUS_PORT, the *_CLIENTS counts, QUICK).
+
+# Runs scripts/bench/pgclient.py (mode and arguments follow) against Perseus, bounded in time;
+# prints its JSON, or a JSON error when it failed.
+pgclient() {
+    local mode=$1 out err
+    shift
+    err="$OUT/pgclient-$mode.err"
+    if out=$(timeout -k 5 600 python3 scripts/bench/pgclient.py "$mode" --port "$PERSEUS_PORT" \
+        --tenants "$OUT/tenants.json" --deadline 540 "$@" 2>"$err"); then
+        printf '%s\n' "$out"
+    else
+        python3 -c 'import json, sys; print(json.dumps({"error": sys.argv[1][-400:]}))' \
+            "$(tail -5 "$err")"
+    fi
+}
+
+scale_figures() {
+    local schema auth_cold auth_warm idle load secs rate
+    python3 - "$OUT/tenants.json" "$DEST_DB" bench "${TENANT_SCHEMAS[@]}" <<'PY'
+import json, sys
+path, db, schemas = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(path, "w") as f:
+    json.dump([{"db": db, "schema": s, "user": "u_" + s, "password": "pw-" + s}
+               for s in schemas], f)
+PY
+    step "scale: restarting perseus (nothing cached: tenant rows, credentials, pools)"
+    perseus_stop
+    perseus_start "$CONFIG" "$PERSEUS_PORT" "$WORK/perseus-scale.log"
+
+    step "scale: $AUTH_CLIENTS logins over $((N_TENANTS + 1)) tenants, 50 at a time, cache cold, then warm"
+    auth_cold=$(pgclient auth --clients "$AUTH_CLIENTS" --concurrency 50)
+    auth_warm=$(pgclient auth --clients "$AUTH_CLIENTS" --concurrency 50)
+
+    step "scale: $IDLE_CLIENTS idle clients held (RSS of perseus from /proc)"
+    idle=$(pgclient idle --clients "$IDLE_CLIENTS" --concurrency 100 --pid "$PERSEUS_PID")
+
+    secs=15 rate=1000
+    [ "$QUICK" -eq 1 ] && secs=3 rate=200
+    step "scale: $LOAD_CLIENTS clients connected, $rate queries/s among them for ${secs}s, pool of $POOL"
+    load=$(pgclient load --clients "$LOAD_CLIENTS" --concurrency 100 --pid "$PERSEUS_PID" \
+        --duration "$secs" --rate "$rate")
+
+    printf '{"auth_cold": %s, "auth_warm": %s, "idle": %s, "load": %s}\n' \
+        "$auth_cold" "$auth_warm" "$idle" "$load" >"$SCALE_JSON"
+}
+
+# A flat CPU profile (perf cpu-clock samples: this VM has no hardware counters) of Perseus
+# under pgbench -S with 50 clients, and a second with call graphs for inclusive costs.
+profile_perseus() {
+    local secs=${BENCH_PROFILE_SECS:-15}
+    step "profile: warm-up"
+    DURATION=3 pgbench_one perseus bench "$OUT/profile-warmup.log" -S -c 50 -j 2
+    step "profile: perf record (flat, ${secs}s) during pgbench -S -c 50"
+    perf record -F 1999 -p "$PERSEUS_PID" -o "$OUT/perf-flat.data" -- sleep "$secs" \
+        >"$OUT/perf-record.log" 2>&1 &
+    local perf_pid=$!
+    DURATION=$((secs + 1)) pgbench_one perseus bench "$OUT/profile-pgbench.log" -S -c 50 -j 2
+    wait "$perf_pid" || die "perf record failed: $(tail -3 "$OUT/perf-record.log")"
+    perf report -i "$OUT/perf-flat.data" --stdio --no-children --sort dso \
+        >"$OUT/perf-dso.txt" 2>/dev/null
+    perf report -i "$OUT/perf-flat.data" --stdio --no-children --sort dso,symbol \
+        --percent-limit 0.3 >"$OUT/perf-flat.txt" 2>/dev/null
+
+    step "profile: perf record (call graphs, ${secs}s)"
+    perf record -F 299 --call-graph dwarf,8192 -p "$PERSEUS_PID" -o "$OUT/perf-graph.data" \
+        -- sleep "$secs" >"$OUT/perf-record-graph.log" 2>&1 &
+    perf_pid=$!
+    DURATION=$((secs + 1)) pgbench_one perseus bench "$OUT/profile-pgbench-graph.log" -S -c 50 -j 2
+    wait "$perf_pid" || die "perf record failed: $(tail -3 "$OUT/perf-record-graph.log")"
+    perf report -i "$OUT/perf-graph.data" --stdio --children --sort symbol -g none \
+        --percent-limit 2 >"$OUT/perf-inclusive.txt" 2>/dev/null
+    echo "profile: $OUT/perf-dso.txt, perf-flat.txt, perf-inclusive.txt" >&2
+    grep -v '^#' "$OUT/perf-dso.txt" | grep -v '^$' | head -8 >&2
+    grep -v '^#' "$OUT/perf-flat.txt" | grep -v '^$' | head -30 >&2
+}
