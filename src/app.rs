@@ -179,6 +179,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         metrics,
         clients: Default::default(),
         admin: crate::admin::Admin::new(config_path.clone(), current.clone()),
+        auth_limit: crate::auth::limiter::AuthLimiter::new(
+            current.auth_limit.max_failures,
+            current.auth_limit.window,
+        ),
     });
     let mut signals =
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;

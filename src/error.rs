@@ -41,6 +41,8 @@ pub enum ClientError {
     Unexpected { expected: &'static str, got: char },
     #[error("{0}")]
     NotSupported(String),
+    #[error(transparent)]
+    Throttled(#[from] crate::auth::limiter::Throttled),
 }
 
 impl ClientError {
@@ -62,6 +64,7 @@ impl ClientError {
             ClientError::IdleTimeout(_) => "57P05",
             ClientError::LoginTimeout(_) => "08P01",
             ClientError::NotSupported(_) => "0A000",
+            ClientError::Throttled(_) => "28000",
         }
     }
 

@@ -2,4 +2,5 @@
 
 pub mod directory;
 pub mod hash;
+pub mod limiter;
 pub mod verifier;

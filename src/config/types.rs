@@ -65,6 +65,29 @@ pub struct Config {
     /// New: the admin console (SHOW/PAUSE/RESUME/KILL); no users means it is off.
     #[serde(rename = "AdminSettings")]
     pub admin: AdminSettings,
+    /// New: brute-force protection (failed logins per source address).
+    #[serde(rename = "AuthLimitSettings")]
+    pub auth_limit: AuthLimitSettings,
+}
+
+/// Failed logins counted per source address: `MaxFailures` within `WindowSecs` block the
+/// address for `WindowSecs`. Zero in either disables it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimitSettings {
+    #[serde(rename = "MaxFailures")]
+    pub max_failures: u32,
+    #[serde(rename = "WindowSecs", with = "secs")]
+    pub window: Duration,
+}
+
+impl Default for AuthLimitSettings {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Who may use the admin console, and the database name that reaches it.
@@ -163,6 +186,7 @@ impl Default for Config {
             client: ClientSettings::default(),
             tls: TlsSettings::default(),
             admin: AdminSettings::default(),
+            auth_limit: AuthLimitSettings::default(),
         }
     }
 }

@@ -52,6 +52,10 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    if let Err(t) = shared.auth_limit.check(peer.ip()) {
+        tracing::debug!(%peer, "login refused: address blocked after failed attempts");
+        return fatal(&mut s, &t.into()).await;
+    }
     if shared.admin.is_console(&params) {
         return crate::admin::serve(s, bufs, params, peer, shared, deadline).await;
     }
@@ -61,6 +65,9 @@ pub async fn serve<S>(
         Ok(Ok(Some(l))) => l,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
+            if matches!(e, ClientError::AuthFailed(_)) {
+                shared.auth_limit.failed(peer.ip());
+            }
             tracing::info!(%peer, error = %e, sqlstate = e.sqlstate(), "login refused");
             return fatal(&mut s, &e).await;
         }
@@ -160,6 +167,8 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         shared.metrics.auth_result(AuthResult::UserMismatch);
         return Err(failed());
     }
+    // Attempts queued while this address crossed the threshold stop here, before scrypt.
+    shared.auth_limit.check(peer.ip())?;
     match shared
         .verifier
         .verify(&row.source_pass_hashed, &password)

@@ -43,6 +43,8 @@ pub struct Shared {
     /// Logged-in clients, with the PAUSE/RESUME gates and KILL switches of the admin console.
     pub clients: registry::ClientRegistry,
     pub admin: crate::admin::Admin,
+    /// Failed logins per source address; blocked addresses are refused before any scrypt work.
+    pub auth_limit: crate::auth::limiter::AuthLimiter,
 }
 
 pub type SharedRef = Arc<Shared>;
