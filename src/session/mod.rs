@@ -4,12 +4,14 @@ pub mod accept;
 pub mod cancel;
 pub mod checkout;
 pub mod client;
+pub mod extended;
 pub mod forward;
 pub mod limits;
 pub mod registry;
 pub mod scan;
 pub mod startup;
 pub mod state;
+pub mod stmts;
 pub mod tenant;
 
 use std::sync::Arc;
