@@ -157,7 +157,7 @@ fn check_pgbench_report(out: &Output, expected: usize, what: &str) {
 /// delta to one account, teller and branch and logged it in history, so the sums agree and
 /// a lost update shows up as a difference.
 async fn check_pgbench_invariants(env: &Env, schema: &str, expected: usize) {
-    let dest = env.dest().await;
+    let dest = env.dest_super().await;
     let s = quote_ident(schema);
     let row = dest
         .query_one(
@@ -193,6 +193,8 @@ async fn pgbench_through_perseus(mode: &str) {
         init.args(["-i", "-s", "1", "-q"]);
         run(init, b"", &format!("pgbench -i in {schema}"));
     }
+    // pgbench -i's own backends may still be exiting; only perseus's may count.
+    env.wait_no_backends(&env.dest_super().await).await;
     let watch = env.watch_backends().await;
     let runs: Vec<_> = env
         .tenants
@@ -202,21 +204,22 @@ async fn pgbench_through_perseus(mode: &str) {
             cmd.args(["-M", mode, "-c", &CLIENTS.to_string(), "-j", "2"])
                 .args(["-t", &TXNS.to_string()]);
             let what = format!("pgbench -M {mode} as {}", t.source_schema);
-            std::thread::spawn(move || run(cmd, b"", &what))
+            tokio::task::spawn_blocking(move || run(cmd, b"", &what))
         })
         .collect();
-    let outs: Vec<Output> = runs
-        .into_iter()
-        .map(|h| h.join().expect("pgbench thread"))
-        .collect();
+    let mut outs: Vec<Output> = Vec::new();
+    for r in runs {
+        outs.push(r.await.expect("pgbench runner"));
+    }
+    let (max, seen) = watch.max().await;
     for (out, schema) in outs.iter().zip(schemas) {
         check_pgbench_report(out, CLIENTS * TXNS, schema);
         check_pgbench_invariants(&env, schema, CLIENTS * TXNS).await;
     }
-    let max = watch.max().await;
     assert!(
         max <= MAX_OPEN as i64,
-        "the destination saw {max} server connections, MaxOpen is {MAX_OPEN}"
+        "the destination saw {max} server connections, MaxOpen is {MAX_OPEN}:\n{}",
+        seen.join("\n")
     );
 }
 

@@ -282,3 +282,104 @@ async fn interleaved_tenants_never_see_each_other() {
     let total = own[0] + own[1] + decoy;
     assert!(total > 1500, "{total} writes");
 }
+
+/// How one misbehaving statement is sent.
+enum Via {
+    Simple(&'static str),
+    /// tokio-postgres `query`: a named statement, prepared and closed around one execution.
+    Named(&'static str),
+    /// tokio-postgres `query_typed`: the unnamed statement.
+    Unnamed(&'static str),
+}
+
+/// With one server connection, every way of pointing search_path elsewhere is followed by
+/// clients of both tenants that must find their own schema again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_path_changes_never_reach_the_next_client() {
+    let env = Env::start(&["tenant_a", "tenant_b"], pool(1)).await;
+    let dest = env.dest().await;
+    dest.batch_execute("CREATE SCHEMA decoy").await.unwrap();
+    let sneaky = env.connect(env.tenant(1)).await;
+    let same_tenant = env.connect(env.tenant(1)).await;
+    let other_tenant = env.connect(env.tenant(0)).await;
+
+    let cases = [
+        Via::Simple("SET search_path TO decoy"),
+        Via::Simple("set SEARCH_PATH = public"),
+        Via::Simple("SELECT set_config('search_path', 'decoy', false)"),
+        Via::Simple("RESET search_path"),
+        Via::Simple("DISCARD ALL"),
+        Via::Simple("SET search_path TO decoy; SELECT 1"),
+        Via::Named("SELECT set_config('search_path', 'decoy', false)"),
+        Via::Named("SET search_path TO decoy"),
+        Via::Named("RESET search_path"),
+        Via::Unnamed("SELECT set_config('search_path', 'decoy', false)"),
+        Via::Unnamed("SET search_path TO decoy"),
+    ];
+    // Every case runs before every check, so each checker may land on the dirty connection;
+    // all failures are collected so one run shows every leaking path.
+    let mut leaks = Vec::new();
+    for via in &cases {
+        for (who, client, schema) in [
+            ("same tenant", &same_tenant, "tenant_b"),
+            ("other tenant", &other_tenant, "tenant_a"),
+            ("the client itself", &sneaky, "tenant_b"),
+        ] {
+            let (what, result) = match via {
+                Via::Simple(sql) => (
+                    format!("simple {sql:?}"),
+                    sneaky.simple_query(sql).await.map(drop),
+                ),
+                Via::Named(sql) => (
+                    format!("named {sql:?}"),
+                    sneaky.query(*sql, &[]).await.map(drop),
+                ),
+                Via::Unnamed(sql) => (
+                    format!("unnamed {sql:?}"),
+                    sneaky.query_typed(*sql, &[]).await.map(drop),
+                ),
+            };
+            result.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got: String = client
+                .query_one("SELECT current_schema()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if got != schema {
+                leaks.push(format!(
+                    "after {what}: {who}'s next transaction ran in {got:?}, not {schema:?}"
+                ));
+            }
+        }
+    }
+
+    // A statement prepared once and executed later, when the connection has served others.
+    let stmt = sneaky
+        .prepare("SELECT set_config('search_path', 'decoy', false)")
+        .await
+        .unwrap();
+    for round in 0..3 {
+        sneaky.query(&stmt, &[]).await.unwrap();
+        for (who, client, schema) in [
+            ("same tenant", &same_tenant, "tenant_b"),
+            ("other tenant", &other_tenant, "tenant_a"),
+        ] {
+            let got: String = client
+                .query_one("SELECT current_schema()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if got != schema {
+                leaks.push(format!(
+                    "after a prepared set_config executed again (round {round}): {who}'s next \
+                     transaction ran in {got:?}, not {schema:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "search_path leaked:\n{}",
+        leaks.join("\n")
+    );
+}

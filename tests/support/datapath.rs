@@ -244,6 +244,23 @@ impl Env {
         }
     }
 
+    /// Waits until the destination role has no backends left (those of clients that just
+    /// disconnected take a moment to exit); panics with what is left after [`SETTLE`].
+    pub async fn wait_no_backends(&self, observer: &Client) {
+        let gone = poll_async(SETTLE, Duration::from_millis(20), || async {
+            self.server_backends(observer)
+                .await
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "the destination role still has backends: {:?}",
+            self.server_backends(observer).await
+        );
+    }
+
     /// Waits until some backend of the destination role is in state `state` running a query
     /// that contains `marker`; panics with what there is after [`SETTLE`].
     pub async fn wait_backend(&self, observer: &Client, state: &str, marker: &str) {
@@ -290,40 +307,44 @@ impl Env {
 /// Samples how many server connections the destination role has, until stopped.
 pub struct BackendWatch {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<i64>,
+    task: tokio::task::JoinHandle<(i64, Vec<String>)>,
 }
 
 impl BackendWatch {
-    /// Stops sampling and returns the most server connections seen at once.
-    pub async fn max(self) -> i64 {
+    /// Stops sampling and returns the most server connections seen at once, with what
+    /// pg_stat_activity showed of them at that moment (for failure messages).
+    pub async fn max(self) -> (i64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("backend watcher")
     }
 }
 
 impl Env {
-    /// Starts sampling the destination role's backend count every few milliseconds.
+    /// Starts sampling the destination role's backends every few milliseconds.
     pub async fn watch_backends(&self) -> BackendWatch {
         let observer = self.dest_super().await;
         let (db, role) = (self.dest_db.clone(), self.role.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
-            let mut max = 0;
+            let mut max = (0, Vec::new());
             // Bounded: at ~5 ms a sample this covers minutes, far beyond any test here.
             for _ in 0..100_000 {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                let n: i64 = observer
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND datname = $2",
+                let rows = observer
+                    .query(
+                        "SELECT format('pid %s %s since %s: %s', pid, state, \
+                         backend_start, left(query, 60)) \
+                         FROM pg_stat_activity WHERE usename = $1 AND datname = $2",
                         &[&role, &db],
                     )
                     .await
-                    .expect("count the role's backends")
-                    .get(0);
-                max = max.max(n);
+                    .expect("read the role's backends");
+                if rows.len() as i64 > max.0 {
+                    max = (rows.len() as i64, rows.iter().map(|r| r.get(0)).collect());
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             max
