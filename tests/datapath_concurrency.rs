@@ -272,3 +272,39 @@ async fn transactions_stay_on_one_server_connection() {
         assert_eq!(n, per_client * (CLIENTS as i64 / 2), "{}", t.source_schema);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_connection_is_bounded() {
+    let settings = perseus::config::PoolSettings {
+        wait_timeout: Duration::from_secs(1),
+        ..pool(1)
+    };
+    let env = Env::start(&["tenant_a"], settings).await;
+    let holder = env.connect(env.tenant(0)).await;
+    let waiter = env.connect(env.tenant(0)).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(20), waiter.simple_query("SELECT 1"))
+        .await
+        .expect("the wait ends")
+        .expect_err("no connection is free while the holder's transaction is open");
+    let waited = started.elapsed();
+    let (code, message) = support::datapath::db_error(&e);
+    assert!(
+        code == "53300" || code == "57014",
+        "SQLSTATE {code}: {message}"
+    );
+    assert!(
+        message.contains(&env.dest_db),
+        "the message should name the pool: {message:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "waited {waited:?} with WaitTimeoutSecs 1"
+    );
+    // The holder is unaffected, and once it is done others get the connection.
+    holder.batch_execute("COMMIT").await.unwrap();
+    let next = env.connect(env.tenant(0)).await;
+    let v: i32 = next.query_one("SELECT 3", &[]).await.unwrap().get(0);
+    assert_eq!(v, 3);
+}
