@@ -13,6 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::destination::Destination;
+use super::stream::ServerStream;
+use super::tls::{ServerTls, TlsConnectError};
+use crate::config::SslMode;
 use crate::proto::backend::{parse_error_fields, parse_parameter_status};
 use crate::proto::frame::{DEFAULT_MAX_MESSAGE_LEN, header};
 
@@ -35,12 +38,15 @@ pub enum ServerError {
     Protocol(String),
     #[error("timed out after {0:?} running {1}")]
     ExecTimeout(Duration, &'static str),
+    #[error(transparent)]
+    Tls(#[from] TlsConnectError),
 }
 
 /// A PostgreSQL connection the pool owns, with what the pooler knows about its session.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    /// Plain TCP or TLS, as ServerTLSSettings and the server decided.
+    pub stream: ServerStream,
     pub rbuf: BytesMut,
     pub addr: SocketAddr,
     pub backend_pid: i32,
@@ -59,14 +65,13 @@ pub struct ServerConn {
 
 impl Drop for ServerConn {
     fn drop(&mut self) {
-        // Best effort Terminate so the server logs a clean disconnect; a 5-byte write into an
-        // idle socket's empty send buffer does not block.
-        let _ = self.stream.try_write(b"X\0\0\0\x04");
+        // Best effort Terminate so the server logs a clean disconnect.
+        self.stream.try_terminate();
     }
 }
 
 async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     buf: &mut BytesMut,
 ) -> Result<backend::Message, ServerError> {
     loop {
@@ -77,6 +82,19 @@ async fn read_message(
             return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
     }
+}
+
+async fn open_tcp(dest: &Destination) -> Result<(TcpStream, SocketAddr), ServerError> {
+    let target = format!("{}:{}", dest.host, dest.port);
+    let stream = TcpStream::connect(&target)
+        .await
+        .map_err(|source| ServerError::Connect {
+            addr: target.clone(),
+            source,
+        })?;
+    stream.set_nodelay(true)?;
+    let addr = stream.peer_addr()?;
+    Ok((stream, addr))
 }
 
 fn rejected(body: &backend::ErrorResponseBody) -> ServerError {
@@ -94,17 +112,42 @@ fn rejected(body: &backend::ErrorResponseBody) -> ServerError {
 }
 
 impl ServerConn {
-    /// Opens and authenticates a connection; the caller bounds it with ConnCreateTimeoutSecs.
-    pub async fn connect(dest: &Destination) -> Result<ServerConn, ServerError> {
-        let target = format!("{}:{}", dest.host, dest.port);
-        let stream = TcpStream::connect(&target)
-            .await
-            .map_err(|source| ServerError::Connect {
-                addr: target.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true)?;
-        let addr = stream.peer_addr()?;
+    /// Opens, secures (per `tls`) and authenticates a connection; the caller bounds it with
+    /// ConnCreateTimeoutSecs.
+    pub async fn connect(dest: &Destination, tls: &ServerTls) -> Result<ServerConn, ServerError> {
+        let prefer = tls.mode() == SslMode::Prefer;
+        let (tcp, addr) = open_tcp(dest).await?;
+        let stream = match tls.secure(tcp, &dest.host, addr).await {
+            Ok(s) => s,
+            // libpq's prefer: a failed handshake is retried in plaintext.
+            Err(e) if prefer && e.is_handshake() => {
+                tracing::info!(host = %dest.host, error = %e, "TLS failed under SSLMode prefer; retrying without TLS");
+                ServerStream::Plain(open_tcp(dest).await?.0)
+            }
+            Err(e) => {
+                tracing::warn!(host = %dest.host, port = dest.port, error = %e, "server TLS failed");
+                return Err(e.into());
+            }
+        };
+        let secured = stream.is_tls();
+        match Self::authenticate(stream, addr, dest).await {
+            // libpq's prefer also retries in plaintext when the server rejects the TLS login
+            // (a pg_hba.conf with hostnossl rules only).
+            Err(ServerError::Rejected { code, message }) if prefer && secured => {
+                tracing::info!(host = %dest.host, %code, %message,
+                    "login over TLS rejected under SSLMode prefer; retrying without TLS");
+                let (tcp, addr) = open_tcp(dest).await?;
+                Self::authenticate(ServerStream::Plain(tcp), addr, dest).await
+            }
+            other => other,
+        }
+    }
+
+    async fn authenticate(
+        stream: ServerStream,
+        addr: SocketAddr,
+        dest: &Destination,
+    ) -> Result<ServerConn, ServerError> {
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
@@ -123,6 +166,8 @@ impl ServerConn {
 
     async fn send(&mut self, buf: &[u8]) -> Result<(), ServerError> {
         self.stream.write_all(buf).await?;
+        // TLS may hold the last record back until flushed.
+        self.stream.flush().await?;
         Ok(())
     }
 
@@ -213,6 +258,16 @@ impl ServerConn {
         what: &'static str,
         limit: Duration,
     ) -> Result<(), ServerError> {
+        self.query_row(sql, what, limit).await.map(drop)
+    }
+
+    /// As [`ServerConn::exec`], returning the text values of the first row (NULL as None).
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+        what: &'static str,
+        limit: Duration,
+    ) -> Result<Vec<Option<String>>, ServerError> {
         let res = tokio::time::timeout(limit, self.exec_inner(sql)).await;
         let res = res.unwrap_or(Err(ServerError::ExecTimeout(limit, what)));
         if res.is_err() {
@@ -221,11 +276,12 @@ impl ServerConn {
         res
     }
 
-    async fn exec_inner(&mut self, sql: &str) -> Result<(), ServerError> {
+    async fn exec_inner(&mut self, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
         self.send(&out).await?;
         let mut failure = None;
+        let mut row = None;
         loop {
             let Some(h) = header(&self.rbuf, DEFAULT_MAX_MESSAGE_LEN)
                 .map_err(|e| ServerError::Protocol(e.to_string()))?
@@ -245,6 +301,7 @@ impl ServerConn {
             let body = &frame[5..];
             match h.tag {
                 b'S' => self.note_parameter(body),
+                b'D' if row.is_none() => row = Some(data_row(body)?),
                 b'E' => {
                     let (code, message) = parse_error_fields(body);
                     failure = Some(ServerError::Rejected { code, message });
@@ -252,7 +309,7 @@ impl ServerConn {
                 b'Z' => {
                     return match failure {
                         Some(e) => Err(e),
-                        None if body.first() == Some(&b'I') => Ok(()),
+                        None if body.first() == Some(&b'I') => Ok(row.unwrap_or_default()),
                         None => Err(ServerError::Protocol(
                             "pooler command left a transaction open".into(),
                         )),
@@ -276,13 +333,41 @@ impl ServerConn {
         if self.broken || !self.rbuf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.idle_ok()
     }
 
     /// Drops bytes already consumed from the read buffer (kept for symmetry with framing code).
     pub fn consume(&mut self, n: usize) {
         self.rbuf.advance(n);
     }
+}
+
+/// Text values of a DataRow body.
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
+    let bad = || ServerError::Protocol("malformed DataRow".into());
+    let count = u16::from_be_bytes(
+        body.get(..2)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let mut rest = &body[2..];
+    let mut values = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(
+            rest.get(..4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        );
+        rest = &rest[4..];
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let v = rest.get(..len as usize).ok_or_else(bad)?;
+        values.push(Some(String::from_utf8_lossy(v).into_owned()));
+        rest = &rest[len as usize..];
+    }
+    Ok(values)
 }

@@ -6,7 +6,7 @@
 //! tenant's session into another's.
 
 /// What a piece of SQL may do to the session it runs on.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Effects {
     /// The server's search_path may no longer be the tenant's schema.
     pub search_path: bool,
@@ -14,6 +14,11 @@ pub struct Effects {
     pub pin: Option<&'static str>,
     /// Server-side prepared statements may be gone (DEALLOCATE, DISCARD ALL).
     pub deallocate: bool,
+    /// Session settings (lower-case names) the statement may change; the pooler reads their
+    /// values back after the transaction and replays them for this client only.
+    pub settings: Vec<String>,
+    /// RESET ALL / DISCARD ALL: every session setting is back to its default.
+    pub reset_all: bool,
 }
 
 /// Parameters whose changes the server reports with ParameterStatus, so the pooler tracks them.
@@ -144,6 +149,8 @@ fn classify_set(rest: &[Tok], fx: &mut Effects) {
         "search_path" | "schema" => fx.search_path = true,
         "transaction" | "constraints" => {}
         "role" => fx.pin = Some("SET ROLE"),
+        "authorization" => fx.pin = Some("SET SESSION AUTHORIZATION"),
+        "characteristics" => fx.pin = Some("SET SESSION CHARACTERISTICS"),
         "session" if word(rest.get(i + 1)) == "characteristics" => {
             fx.pin = Some("SET SESSION CHARACTERISTICS")
         }
@@ -151,17 +158,51 @@ fn classify_set(rest: &[Tok], fx: &mut Effects) {
         "time" if word(rest.get(i + 1)) == "zone" => {}
         n if REPORTED.contains(&n) => {}
         _ if local => {}
-        _ => fx.pin = Some("session-level SET"),
+        _ => match setting_name(rest, i) {
+            Some(n) => fx.settings.push(n),
+            None => fx.pin = Some("session-level SET"),
+        },
     }
+}
+
+/// A parameter name at `rest[i]`: a word, or dotted words for custom settings (`app.user`).
+fn setting_name(rest: &[Tok], mut i: usize) -> Option<String> {
+    let mut name = word(rest.get(i)).to_owned();
+    if name.is_empty() {
+        return None;
+    }
+    while rest.get(i + 1) == Some(&Tok::Punct(b'.')) {
+        let next = word(rest.get(i + 2));
+        if next.is_empty() {
+            return None;
+        }
+        name.push('.');
+        name.push_str(next);
+        i += 2;
+    }
+    Some(name)
 }
 
 fn classify_statement(st: &[Tok], fx: &mut Effects) {
     match word(st.first()) {
         "set" => classify_set(&st[1..], fx),
-        "reset" => fx.search_path = true,
+        "reset" => match word(st.get(1)) {
+            "all" => {
+                fx.search_path = true;
+                fx.reset_all = true;
+            }
+            "search_path" => fx.search_path = true,
+            "role" | "session" => {}
+            n if REPORTED.contains(&n) => {}
+            _ => match setting_name(st, 1) {
+                Some(n) => fx.settings.push(n),
+                None => fx.search_path = true,
+            },
+        },
         "discard" => {
             fx.search_path = true;
             fx.deallocate = word(st.get(1)) == "all";
+            fx.reset_all = fx.deallocate;
         }
         "deallocate" => fx.deallocate = true,
         "prepare" => fx.pin = Some("SQL PREPARE"),
@@ -169,8 +210,8 @@ fn classify_statement(st: &[Tok], fx: &mut Effects) {
         "load" => fx.pin = Some("LOAD"),
         _ => {}
     }
-    let mut saw_set_config = false;
     let mut names_search_path = false;
+    let mut set_config_targets: Vec<Option<String>> = Vec::new();
     for (i, t) in st.iter().enumerate() {
         match t {
             Tok::Word(w) => match w.as_str() {
@@ -183,7 +224,13 @@ fn classify_statement(st: &[Tok], fx: &mut Effects) {
                 | "pg_try_advisory_lock"
                 | "pg_try_advisory_lock_shared" => fx.pin = Some("session advisory lock"),
                 "currval" | "lastval" => fx.pin = Some("currval()/lastval()"),
-                "set_config" => saw_set_config = true,
+                "set_config" => {
+                    let target = match (st.get(i + 1), st.get(i + 2)) {
+                        (Some(Tok::Punct(b'(')), Some(Tok::Str(name))) => Some(name.clone()),
+                        _ => None,
+                    };
+                    set_config_targets.push(target);
+                }
                 "search_path" => names_search_path = true,
                 _ => {}
             },
@@ -191,10 +238,13 @@ fn classify_statement(st: &[Tok], fx: &mut Effects) {
             _ => {}
         }
     }
-    if saw_set_config {
+    for target in set_config_targets {
         fx.search_path = true;
-        if !names_search_path {
-            fx.pin = Some("set_config()");
+        match target {
+            Some(name) if name == "search_path" => {}
+            Some(name) => fx.settings.push(name),
+            None if names_search_path => {}
+            None => fx.pin = Some("set_config()"),
         }
     }
 }
@@ -260,13 +310,35 @@ mod tests {
             "select currval('s')",
             "SET ROLE admin",
             "SET SESSION AUTHORIZATION bob",
-            "SET statement_timeout = 100",
-            "select set_config('statement_timeout', '1', false)",
-            "DO $$ BEGIN PERFORM set_config('work_mem', '1MB', false); END $$",
-            "select 1; set work_mem = '1MB'",
+            "select set_config(current_user, '1', false)",
         ] {
             assert!(pin(q).is_some(), "{q}");
         }
+    }
+
+    #[test]
+    fn replayable_settings_are_named() {
+        for (q, name) in [
+            ("SET statement_timeout = 100", "statement_timeout"),
+            ("set session work_mem to '1MB'", "work_mem"),
+            ("SET myapp.tenant_id = 7", "myapp.tenant_id"),
+            (
+                "select set_config('Statement_Timeout', '1', false)",
+                "statement_timeout",
+            ),
+            (
+                "DO $$ BEGIN PERFORM set_config('work_mem', '1MB', false); END $$",
+                "work_mem",
+            ),
+            ("select 1; set work_mem = '1MB'", "work_mem"),
+            ("RESET lock_timeout", "lock_timeout"),
+        ] {
+            let fx = classify(q.as_bytes());
+            assert_eq!(fx.pin, None, "{q}");
+            assert_eq!(fx.settings, vec![name.to_owned()], "{q}");
+        }
+        assert!(classify(b"RESET ALL").reset_all);
+        assert!(classify(b"discard all").reset_all);
     }
 
     #[test]

@@ -85,6 +85,50 @@ pub async fn apply(
     Ok(())
 }
 
+/// After a transaction: read back the settings the client's SQL touched so they follow the
+/// client to its next server connection, and note that this connection now carries them
+/// (the next user of the connection gets them RESET).
+pub async fn settle(
+    conn: &mut ServerConn,
+    st: &mut super::state::ClientState,
+    limit: Duration,
+) -> Result<(), ServerError> {
+    if std::mem::take(&mut st.reset_all) {
+        for k in std::mem::take(&mut conn.extra_settings) {
+            conn.params.remove(&k);
+        }
+        st.wanted
+            .retain(|k, _| REPORTED_SETTABLE.contains(&k.as_str()));
+        for (k, v) in &st.startup_wanted {
+            if !REPORTED_SETTABLE.contains(&k.as_str()) {
+                st.wanted.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if st.touched.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = std::mem::take(&mut st.touched).into_iter().collect();
+    let exprs: Vec<String> = names
+        .iter()
+        .map(|n| format!("current_setting({}, true)", quote_literal(n)))
+        .collect();
+    let sql = format!("SELECT {}", exprs.join(", "));
+    let values = conn
+        .query_row(&sql, "reading session settings", limit)
+        .await?;
+    for (name, value) in names.into_iter().zip(values) {
+        let Some(value) = value else { continue };
+        if REPORTED_SETTABLE.contains(&name.as_str()) {
+            continue;
+        }
+        conn.params.insert(name.clone(), value.clone());
+        conn.extra_settings.insert(name.clone());
+        st.wanted.insert(name, value);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

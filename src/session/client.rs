@@ -204,6 +204,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     }
     state.wanted.extend(id.settings.clone());
     let ready = prepare(&pool, &mut conn, &mut state).await;
+    state.startup_wanted = state.wanted.clone();
     pool.release(conn, ready.is_ok());
     ready?;
     Ok(Some(Login {
@@ -311,9 +312,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         me.set_phase(Phase::Idle);
         *cancel_slot.lock().expect("cancel slot") = None;
         match outcome {
-            Outcome::Released => pool.release(conn, true),
+            Outcome::Released => {
+                let limit = pool.settings().schema_exec_timeout;
+                match checkout::settle(&mut conn, st, limit).await {
+                    Ok(()) => pool.release(conn, true),
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.name(), error = %e, "cannot read back session settings");
+                        pool.release(conn, false);
+                    }
+                }
+            }
             Outcome::ClientGone { clean } => {
-                pool.release(conn, clean);
+                // Settings changed but not yet read back would leak to the next user.
+                pool.release(conn, clean && st.touched.is_empty());
                 return Ok(());
             }
             Outcome::ServerLost(e) => {

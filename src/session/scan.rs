@@ -98,7 +98,8 @@ pub fn scan_client(
         match h.tag {
             b'X' => return Ok(ClientScan::Terminate),
             b'Q' => {
-                note_sql(frontend::query(body)?, st, &mut srv);
+                let fx = sql::classify(frontend::query(body)?);
+                apply_effects(&fx, st, &mut srv);
                 st.unnamed = None;
                 t.pending += 1;
                 t.requests += 1;
@@ -109,15 +110,16 @@ pub fn scan_client(
             b'P' => {
                 t.unsynced = true;
                 let (name, text) = frontend::parse(body)?;
-                note_sql(text, st, &mut srv);
+                // What the statement does to the session happens when it runs: on Bind.
+                let fx = sql::classify(text);
                 if name.is_empty() {
-                    st.unnamed = Some(frame.to_vec());
+                    st.unnamed = Some((frame.to_vec(), fx));
                     t.unnamed_here = true;
                     simple(Expect::Parse, t, to_client);
                     to_server.extend_from_slice(&frame);
                 } else {
                     let rest = &body[name.len() + 1..];
-                    let p = stmts::new_prepared(srv.schema.as_deref(), rest);
+                    let p = stmts::new_prepared(srv.schema.as_deref(), rest, fx);
                     st.stmts.insert(name.to_vec(), p.clone());
                     if srv.prepared.touch(&p.server_name) {
                         t.queue.push(synthetic(Expect::Parse, b'1'), to_client);
@@ -130,6 +132,14 @@ pub fn scan_client(
                 t.unsynced = true;
                 let (portal, stmt) = frontend::bind(body)?;
                 let rest = &body[portal.len() + stmt.len() + 2..];
+                let fx = if stmt.is_empty() {
+                    st.unnamed.as_ref().map(|(_, fx)| fx.clone())
+                } else {
+                    st.stmts.get(stmt).map(|p| p.effects.clone())
+                };
+                if let Some(fx) = fx {
+                    apply_effects(&fx, st, &mut srv);
+                }
                 let server = ensure(stmt, t, st, srv.prepared, to_server, to_client);
                 simple(Expect::Bind, t, to_client);
                 match server {
@@ -234,7 +244,7 @@ fn ensure(
         // An unnamed statement parsed in an earlier batch may live on another connection.
         if !t.unnamed_here
             && !t.queue.skipping()
-            && let Some(parse) = &st.unnamed
+            && let Some((parse, _)) = &st.unnamed
         {
             to_server.extend_from_slice(parse);
             let entry = Entry {
@@ -256,14 +266,15 @@ fn ensure(
     Some(p.server_name.clone())
 }
 
-fn note_sql(text: &[u8], st: &mut ClientState, srv: &mut ServerView<'_>) {
-    let fx = sql::classify(text);
+fn apply_effects(fx: &sql::Effects, st: &mut ClientState, srv: &mut ServerView<'_>) {
     if fx.search_path {
         *srv.schema = None;
     }
     if fx.deallocate {
         srv.prepared.clear();
     }
+    st.touched.extend(fx.settings.iter().cloned());
+    st.reset_all |= fx.reset_all;
     if let (Some(reason), None) = (fx.pin, st.pinned) {
         tracing::info!(reason, "client pinned to its server connection");
         st.pinned = Some(reason);

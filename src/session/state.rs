@@ -15,9 +15,15 @@ pub struct ClientState {
     /// The client's named prepared statements, by the client's name.
     pub stmts: HashMap<Vec<u8>, Arc<Prepared>>,
     /// The last unnamed Parse, replayed when a later batch binds it on another connection.
-    pub unnamed: Option<Vec<u8>>,
+    pub unnamed: Option<(Vec<u8>, crate::proto::sql::Effects)>,
     /// Why this client is pinned to its server connection for the rest of the session.
     pub pinned: Option<&'static str>,
+    /// Settings the client's SQL may have changed in the transaction just run.
+    pub touched: std::collections::BTreeSet<String>,
+    /// The client ran RESET ALL / DISCARD ALL.
+    pub reset_all: bool,
+    /// `wanted` as it was right after login, what RESET ALL returns to.
+    pub startup_wanted: BTreeMap<String, String>,
     pub max_message: usize,
 }
 

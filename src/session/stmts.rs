@@ -7,12 +7,16 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::proto::sql::Effects;
+
 /// A client statement as the server knows it.
 #[derive(Debug)]
 pub struct Prepared {
     pub server_name: Vec<u8>,
     /// The whole Parse message, already renamed, ready to send to any server connection.
     pub parse: Vec<u8>,
+    /// What running it does to the session, applied at every Bind.
+    pub effects: Effects,
 }
 
 /// Prefix no client-chosen name is ever passed through with (unknown names get another).
@@ -65,10 +69,14 @@ pub fn close_statement(name: &[u8]) -> Vec<u8> {
     frame_with_name(b'C', b"S", name, &[])
 }
 
-pub fn new_prepared(schema: Option<&str>, parse_rest: &[u8]) -> Arc<Prepared> {
+pub fn new_prepared(schema: Option<&str>, parse_rest: &[u8], effects: Effects) -> Arc<Prepared> {
     let server_name = server_name(schema, parse_rest);
     let parse = frame_with_name(b'P', &[], &server_name, parse_rest);
-    Arc::new(Prepared { server_name, parse })
+    Arc::new(Prepared {
+        server_name,
+        parse,
+        effects,
+    })
 }
 
 #[cfg(test)]

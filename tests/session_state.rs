@@ -1,0 +1,124 @@
+//! Session state in transaction mode: a client's SETs follow it across server connections and
+//! never reach another client; what cannot be replayed pins the client to its connection.
+
+mod support;
+
+use std::time::Duration;
+
+use support::datapath::{Env, pool};
+use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
+
+async fn show(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    let rows = client.simple_query(sql).await.unwrap();
+    rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+        _ => None,
+    })?
+}
+
+#[tokio::test]
+async fn settings_follow_their_client_and_never_leak() {
+    // One server connection shared by both tenants: any leak would show at once.
+    let env = Env::start(&["st_a", "st_b"], pool(1)).await;
+    let a = env.connect(env.tenant(0)).await;
+    let b = env.connect(env.tenant(1)).await;
+    a.simple_query("SET statement_timeout = 1234")
+        .await
+        .unwrap();
+    a.simple_query("SELECT set_config('myapp.user_id', '42', false)")
+        .await
+        .unwrap();
+    for round in 0..20 {
+        assert_eq!(
+            show(&a, "SHOW statement_timeout").await.as_deref(),
+            Some("1234ms"),
+            "round {round}"
+        );
+        assert_eq!(
+            show(&a, "SELECT current_setting('myapp.user_id', true)")
+                .await
+                .as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            show(&b, "SHOW statement_timeout").await.as_deref(),
+            Some("0"),
+            "round {round}: leaked to B"
+        );
+        let other = show(
+            &b,
+            "SELECT coalesce(current_setting('myapp.user_id', true), '')",
+        )
+        .await;
+        assert_eq!(
+            other.as_deref(),
+            Some(""),
+            "round {round}: custom setting leaked to B"
+        );
+    }
+    // A setting made inside a rolled-back transaction does not stick.
+    a.batch_execute("BEGIN; SET work_mem = '8MB'; ROLLBACK")
+        .await
+        .unwrap();
+    let wm = show(&a, "SHOW work_mem").await.unwrap();
+    assert_ne!(wm, "8MB");
+    // RESET ALL returns the client to its startup settings.
+    a.simple_query("RESET ALL").await.unwrap();
+    assert_eq!(
+        show(&a, "SHOW statement_timeout").await.as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        show(&a, "SELECT current_schema()").await.as_deref(),
+        Some("st_a")
+    );
+}
+
+#[tokio::test]
+async fn temp_tables_and_advisory_locks_pin_the_client() {
+    let env = Env::start(&["st_c", "st_d"], pool(2)).await;
+    let a = env.connect(env.tenant(0)).await;
+    a.batch_execute("CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (7)")
+        .await
+        .unwrap();
+    a.simple_query("SELECT pg_advisory_lock(99)").await.unwrap();
+    let b = env.connect(env.tenant(1)).await;
+    for _ in 0..10 {
+        assert_eq!(
+            show(&a, "SELECT x FROM scratch").await.as_deref(),
+            Some("7")
+        );
+        assert_eq!(show(&b, "SELECT v FROM t").await.as_deref(), Some("1"));
+        // Another session's temporary table is not reachable by name.
+        let other_sees = show(&b, "SELECT to_regclass('scratch') IS NULL").await;
+        assert_eq!(other_sees.as_deref(), Some("t"));
+    }
+    // The lock is held by A's session: B cannot take it.
+    assert_eq!(
+        show(&b, "SELECT pg_try_advisory_lock(99)").await.as_deref(),
+        Some("f")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_notify_reaches_a_pinned_client() {
+    let env = Env::start(&["st_e"], pool(2)).await;
+    let config = env.client_config(env.tenant(0));
+    let (listener, mut conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let Ok(AsyncMessage::Notification(n)) = msg {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN perseus_chan").await.unwrap();
+    let sender = env.connect(env.tenant(0)).await;
+    sender
+        .batch_execute("NOTIFY perseus_chan, 'hello'")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    assert_eq!(got.ok().flatten().as_deref(), Some("hello"));
+}
