@@ -17,7 +17,7 @@ use crate::auth::verifier::Verifier;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::pool::Registry;
+use crate::pool::{Registry, ServerTlsSet};
 use crate::secrets::kms::Kms;
 use crate::session::cancel::CancelMap;
 use crate::session::limits::ClientLimits;
@@ -107,6 +107,15 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
             tracing::error!(%errors, "SIGHUP: configuration invalid, keeping the running one")
         }
         Ok(new) => {
+            // Root files are read before anything is applied, so a broken one refuses the
+            // whole reload instead of leaving it half done.
+            let server_tls = match ServerTlsSet::from_config(&new) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: server TLS settings unusable, keeping the running configuration");
+                    return;
+                }
+            };
             if new.listen_address != current.listen_address {
                 tracing::warn!("ListenAddress changed, needs restart");
             }
@@ -125,7 +134,7 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
                 }
             }
             let new = Arc::new(new);
-            shared.registry.apply_config(new.clone());
+            shared.registry.apply_config(new.clone(), server_tls);
             shared.admin.apply_config(new.clone());
             *current = new;
             tracing::info!("SIGHUP: configuration reloaded");
@@ -163,7 +172,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
             metrics.clone(),
         ),
         verifier: Verifier::new(workers),
-        registry: Registry::new(current.clone(), kms, metrics.clone()),
+        registry: Registry::new(
+            current.clone(),
+            ServerTlsSet::from_config(&current).map_err(|e| AppError::Config(e.to_string()))?,
+            kms,
+            metrics.clone(),
+        ),
         cancel: CancelMap::default(),
         login_timeout: current.client.login_timeout,
         idle_timeout: current.client.idle_timeout,

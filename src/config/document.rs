@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::schema::{self, OVERRIDES, POOL, Place};
+use super::schema::{self, OVERRIDES, POOL, Place, SERVER_TLS};
 use super::{Config, ConfigError};
 
 /// Parses and cleans the file text. Problems are appended to `errors`; the returned document
@@ -30,10 +30,14 @@ pub(crate) fn clean(text: &str, errors: &mut Vec<ConfigError>) -> Map<String, Va
     let defaults = schema::defaults();
     schema::canonicalise(&mut doc, &defaults, &Place::Top, errors);
 
-    let pool_keys = match defaults.get(POOL) {
+    // An override entry takes the PoolSettings keys plus the per-destination server TLS keys.
+    let mut pool_keys = match defaults.get(POOL) {
         Some(Value::Object(m)) => m.clone(),
         _ => unreachable!("PoolSettings is a section"),
     };
+    if let Some(Value::Object(tls)) = defaults.get(SERVER_TLS) {
+        pool_keys.extend(tls.clone());
+    }
     let keys: Vec<String> = doc.keys().cloned().collect();
     for key in keys {
         let known_section = match defaults.get(&key) {

@@ -7,6 +7,8 @@ use super::{Config, ConfigError};
 /// The one top-level key whose value is a map of per-destination `PoolSettings`.
 pub(crate) const OVERRIDES: &str = "OverrideSettings";
 pub(crate) const POOL: &str = "PoolSettings";
+/// Its keys may also appear in an override entry, for one destination.
+pub(crate) const SERVER_TLS: &str = "ServerTLSSettings";
 pub(crate) const TOP: &str = "the top-level object";
 
 /// The default configuration as JSON; its keys are every key the file may use.

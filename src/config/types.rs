@@ -68,6 +68,61 @@ pub struct Config {
     /// New: brute-force protection (failed logins per source address).
     #[serde(rename = "AuthLimitSettings")]
     pub auth_limit: AuthLimitSettings,
+    /// New: TLS between Perseus and the destination servers (libpq's sslmode meanings).
+    #[serde(rename = "ServerTLSSettings")]
+    pub server_tls: ServerTlsSettings,
+}
+
+/// libpq's `sslmode` values for the pooler's own connections to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum SslMode {
+    /// Plaintext only; no SSLRequest is sent.
+    #[serde(rename = "disable")]
+    Disable,
+    /// TLS when the server offers it (unverified), plaintext otherwise.
+    #[default]
+    #[serde(rename = "prefer")]
+    Prefer,
+    /// TLS or fail; the certificate is not checked unless RootCertFile is set, in which case
+    /// this behaves as `verify-ca` (as libpq does when a root certificate file exists).
+    #[serde(rename = "require")]
+    Require,
+    /// TLS with the server's chain verified against RootCertFile; any host name.
+    #[serde(rename = "verify-ca")]
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name the host Perseus connects to.
+    #[serde(rename = "verify-full")]
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Whether the server's certificate chain must lead to RootCertFile.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+
+    /// The spelling used in the config file and by libpq.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// How Perseus secures its connections to destination servers; overridable per destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsSettings {
+    #[serde(rename = "SSLMode")]
+    pub ssl_mode: SslMode,
+    /// PEM file of trusted CA certificates (e.g. the RDS global bundle); required by
+    /// verify-ca and verify-full. Re-read on SIGHUP.
+    #[serde(rename = "RootCertFile")]
+    pub root_cert_file: String,
 }
 
 /// Failed logins counted per source address: `MaxFailures` within `WindowSecs` block the
@@ -187,6 +242,7 @@ impl Default for Config {
             tls: TlsSettings::default(),
             admin: AdminSettings::default(),
             auth_limit: AuthLimitSettings::default(),
+            server_tls: ServerTlsSettings::default(),
         }
     }
 }
@@ -323,6 +379,12 @@ pub struct PoolOverride {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_prepared_statements: Option<u32>,
+    /// ServerTLSSettings.SSLMode for this destination.
+    #[serde(rename = "SSLMode", skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+    /// ServerTLSSettings.RootCertFile for this destination.
+    #[serde(rename = "RootCertFile", skip_serializing_if = "Option::is_none")]
+    pub root_cert_file: Option<String>,
 }
 
 impl PoolOverride {
@@ -341,6 +403,17 @@ impl PoolOverride {
                 .unwrap_or(base.max_prepared_statements),
         }
     }
+
+    /// The server TLS settings for this destination, fields left out inherited from `base`.
+    pub fn apply_tls(&self, base: &ServerTlsSettings) -> ServerTlsSettings {
+        ServerTlsSettings {
+            ssl_mode: self.ssl_mode.unwrap_or(base.ssl_mode),
+            root_cert_file: self
+                .root_cert_file
+                .clone()
+                .unwrap_or_else(|| base.root_cert_file.clone()),
+        }
+    }
 }
 
 impl Config {
@@ -350,6 +423,15 @@ impl Config {
         match self.overrides.get(&key) {
             Some(o) => o.apply(&self.pool),
             None => self.pool.clone(),
+        }
+    }
+
+    /// Effective server TLS settings for a destination: the override keyed `dest_host/dest_db` wins.
+    pub fn server_tls_for(&self, dest_host: &str, dest_db: &str) -> ServerTlsSettings {
+        let key = format!("{dest_host}/{dest_db}");
+        match self.overrides.get(&key) {
+            Some(o) => o.apply_tls(&self.server_tls),
+            None => self.server_tls.clone(),
         }
     }
 }

@@ -85,6 +85,19 @@ impl Config {
                 "Mode allow/require needs CertFile and KeyFile",
             ));
         }
+        if let Some(reason) = server_tls_problem(&self.server_tls) {
+            out.push(ConfigError::invalid("ServerTLSSettings", reason));
+        }
+        for (name, o) in &self.overrides {
+            let own = server_tls_problem(&o.apply_tls(&self.server_tls));
+            if let Some(reason) = own.filter(|_| o.ssl_mode.is_some() || o.root_cert_file.is_some())
+            {
+                out.push(ConfigError::invalid(
+                    format!("{OVERRIDES}[{name:?}]"),
+                    reason,
+                ));
+            }
+        }
         positive(&mut out, "ShutdownTimeoutSecs", self.shutdown_timeout);
         at_most(&mut out, "ShutdownTimeoutSecs", self.shutdown_timeout);
         positive(
@@ -149,6 +162,17 @@ impl LogSettings {
             )),
         }
     }
+}
+
+/// verify-ca and verify-full trust only RootCertFile: there is no implicit system store.
+fn server_tls_problem(s: &super::ServerTlsSettings) -> Option<String> {
+    (s.ssl_mode.verifies() && s.root_cert_file.trim().is_empty()).then(|| {
+        format!(
+            "SSLMode {} needs RootCertFile: a PEM file of the CA certificates to trust \
+             (for RDS, the global-bundle.pem from AWS)",
+            s.ssl_mode.as_str()
+        )
+    })
 }
 
 /// Problems of one set of pool settings, keyed by field name alone.

@@ -11,6 +11,7 @@ use super::destination::{DestKey, Destination};
 use super::manager::ServerManager;
 use super::server::{ServerConn, ServerError};
 use super::stats::PoolStats;
+use super::tls::ServerTls;
 use crate::config::PoolSettings;
 
 pub type PooledConn = Object<ServerManager>;
@@ -45,6 +46,7 @@ impl DestPool {
         password: String,
         ciphertext: String,
         settings: PoolSettings,
+        tls: Arc<ServerTls>,
     ) -> Arc<Self> {
         let stats = Arc::new(PoolStats::default());
         let max = settings.max_open.max(1) as usize;
@@ -59,6 +61,7 @@ impl DestPool {
             },
             settings: settings.clone(),
             stats: stats.clone(),
+            tls: RwLock::new((tls, Instant::now())),
         };
         let pool = Pool::builder(manager)
             .max_size(max)
@@ -217,6 +220,16 @@ impl DestPool {
         *self.settings.write().expect("pool settings lock") = s;
         self.pool.resize(max);
         self.reap();
+    }
+
+    /// Installs a reloaded server TLS policy. When its settings differ, idle connections made
+    /// under the old one are closed now and busy ones are not reused; returns whether they did.
+    pub fn set_tls(&self, tls: Arc<ServerTls>) -> bool {
+        let changed = self.pool.manager().set_tls(tls);
+        if changed {
+            self.pool.retain(|_, _| false);
+        }
+        changed
     }
 
     pub fn close(&self) {

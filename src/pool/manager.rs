@@ -2,23 +2,41 @@
 //! a connection that is broken, too old or idle too long.
 
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use deadpool::managed::{Manager, Metrics, RecycleError, RecycleResult};
 
 use super::destination::Destination;
 use super::server::{ServerConn, ServerError};
 use super::stats::PoolStats;
+use super::tls::ServerTls;
 use crate::config::PoolSettings;
 
 pub struct ServerManager {
     pub dest: Destination,
     pub settings: Arc<RwLock<PoolSettings>>,
     pub stats: Arc<PoolStats>,
+    /// The server TLS policy and when its settings last changed: connections made before
+    /// that were made under another policy and are not reused.
+    pub tls: RwLock<(Arc<ServerTls>, Instant)>,
 }
 
 impl ServerManager {
     fn settings(&self) -> PoolSettings {
         self.settings.read().expect("pool settings lock").clone()
+    }
+
+    fn tls(&self) -> (Arc<ServerTls>, Instant) {
+        self.tls.read().expect("pool tls lock").clone()
+    }
+
+    /// Installs a reloaded policy; a change of settings retires connections made under the old.
+    pub fn set_tls(&self, tls: Arc<ServerTls>) -> bool {
+        let mut slot = self.tls.write().expect("pool tls lock");
+        let changed = slot.0.settings != tls.settings;
+        let since = if changed { Instant::now() } else { slot.1 };
+        *slot = (tls, since);
+        changed
     }
 }
 
@@ -29,7 +47,8 @@ impl Manager for ServerManager {
     async fn create(&self) -> Result<ServerConn, ServerError> {
         let s = self.settings();
         let limit = s.conn_create_timeout;
-        match tokio::time::timeout(limit, ServerConn::connect(&self.dest)).await {
+        let (tls, _) = self.tls();
+        match tokio::time::timeout(limit, ServerConn::connect(&self.dest, &tls)).await {
             Ok(Ok(mut conn)) => {
                 conn.prepared =
                     super::prepared::PreparedSet::new(s.max_prepared_statements as usize);
@@ -53,6 +72,9 @@ impl Manager for ServerManager {
         if metrics.last_used() >= s.max_idle_time {
             self.stats.note_idle_time_closed();
             return Err(RecycleError::message("max idle time reached"));
+        }
+        if metrics.created < self.tls().1 {
+            return Err(RecycleError::message("server TLS settings changed"));
         }
         if !conn.idle_check() {
             return Err(RecycleError::message("connection broken while idle"));

@@ -7,8 +7,12 @@ pub mod prepared;
 pub mod registry;
 pub mod server;
 pub mod stats;
+pub mod stream;
+pub mod tls;
 
 pub use dest_pool::{CheckoutError, DestPool, PooledConn};
 pub use destination::{DestKey, Destination};
 pub use registry::{Registry, RouteError};
 pub use server::{ServerConn, ServerError};
+pub use stream::ServerStream;
+pub use tls::{ServerTls, ServerTlsError, ServerTlsSet};

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::dest_pool::DestPool;
 use super::destination::{BadDestHost, DestKey};
+use super::tls::{ServerTlsError, ServerTlsSet};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::secrets::kms::{Kms, SecretError};
@@ -16,6 +17,8 @@ pub enum RouteError {
     BadHost(#[from] BadDestHost),
     #[error("cannot decrypt the destination password: {0}")]
     Decrypt(#[from] SecretError),
+    #[error("server TLS settings unusable: {0}")]
+    Tls(#[from] ServerTlsError),
 }
 
 pub struct Registry {
@@ -23,13 +26,18 @@ pub struct Registry {
     /// Serialises first-time setup of a destination so a login storm decrypts once.
     creating: tokio::sync::Mutex<()>,
     config: Mutex<Arc<Config>>,
+    /// Server TLS policies built from `config` (root files read once per reload).
+    tls: Mutex<Arc<ServerTlsSet>>,
     kms: Kms,
     metrics: Arc<Metrics>,
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, kms: Kms, metrics: Arc<Metrics>) -> Self {
+    /// `tls` is [`ServerTlsSet::from_config`] of `config`, built by the caller so that an
+    /// unreadable RootCertFile stops the daemon at start.
+    pub fn new(config: Arc<Config>, tls: ServerTlsSet, kms: Kms, metrics: Arc<Metrics>) -> Self {
         Registry {
+            tls: Mutex::new(Arc::new(tls)),
             metrics,
             pools: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
@@ -68,11 +76,16 @@ impl Registry {
         {
             return Ok(p);
         }
-        let settings = {
+        let (settings, tls) = {
             let cfg = self.config.lock().expect("config lock");
-            cfg.pool_settings_for(&key.dest_host_label(), &key.db)
+            let tls = self.tls.lock().expect("tls lock").clone();
+            let label = key.dest_host_label();
+            (
+                cfg.pool_settings_for(&label, &key.db),
+                tls.for_dest(&cfg, &label, &key.db)?,
+            )
         };
-        let pool = DestPool::new(key.clone(), password, ciphertext.to_owned(), settings);
+        let pool = DestPool::new(key.clone(), password, ciphertext.to_owned(), settings, tls);
         tracing::info!(pool = %pool.name(), dest_user = %key.user, "pool created");
         let old = self
             .pools
@@ -95,16 +108,33 @@ impl Registry {
             .collect()
     }
 
-    /// Retunes every live pool to a new configuration snapshot.
-    pub fn apply_config(&self, config: Arc<Config>) {
+    /// Retunes every live pool to a new configuration snapshot and its server TLS policies
+    /// (built by the caller from the same snapshot, so a bad root file refuses the reload).
+    pub fn apply_config(&self, config: Arc<Config>, tls: ServerTlsSet) {
+        // Swap first: a pool created meanwhile then sees the new settings, and the loop below
+        // retunes any pool that was created just before.
+        *self.config.lock().expect("config lock") = config.clone();
+        *self.tls.lock().expect("tls lock") = Arc::new(tls);
+        let tls = self.tls.lock().expect("tls lock").clone();
         for pool in self.pools() {
             let s = config.pool_settings_for(&pool.labels.0, &pool.labels.1);
             if s != pool.settings() {
                 tracing::info!(pool = %pool.name(), ?s, "pool settings applied");
                 pool.apply_settings(s);
             }
+            match tls.for_dest(&config, &pool.labels.0, &pool.labels.1) {
+                Ok(policy) => {
+                    let settings = policy.settings.clone();
+                    if pool.set_tls(policy) {
+                        tracing::info!(pool = %pool.name(), ssl_mode = settings.ssl_mode.as_str(),
+                            root_cert_file = %settings.root_cert_file,
+                            "server TLS settings applied; connections made under the old ones retire");
+                    }
+                }
+                Err(e) => tracing::error!(pool = %pool.name(), error = %e,
+                    "server TLS settings not applied; keeping the old ones"),
+            }
         }
-        *self.config.lock().expect("config lock") = config;
     }
 
     pub fn reap_all(&self) {
