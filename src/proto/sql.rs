@@ -249,8 +249,32 @@ fn classify_statement(st: &[Tok], fx: &mut Effects) {
     }
 }
 
+/// Words at least one of which every statement with a session effect contains; text with
+/// none of them (most queries) is answered without lexing.
+const TRIGGERS: &[&[u8]] = &[
+    b"set",
+    b"discard",
+    b"deallocate",
+    b"prepare",
+    b"listen",
+    b"load",
+    b"temp",
+    b"hold",
+    b"advisory",
+    b"currval",
+    b"lastval",
+];
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Classifies a Query or Parse text (possibly several statements).
 pub fn classify(sql: &[u8]) -> Effects {
+    if !TRIGGERS.iter().any(|t| contains_ignore_case(sql, t)) {
+        return Effects::default();
+    }
     let toks = lex(sql);
     let mut fx = Effects::default();
     for st in toks.split(|t| *t == Tok::Punct(b';')) {

@@ -22,6 +22,9 @@ use crate::metrics::AuthResult;
 use crate::pool::{DestKey, DestPool, PooledConn};
 use crate::proto::backend;
 
+/// How long a client waits between transactions before its buffers are released.
+const IDLE_SHRINK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A logged-in client, ready for its first query.
 struct Login<'a> {
     _tenant_slot: super::limits::TenantSlot<'a>,
@@ -253,7 +256,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             shared.metrics.bytes_out(bufs.output.len());
             bufs.output.clear();
         }
+        let mut shrunk = false;
         while bufs.input.len() < 5 {
+            if !shrunk && bufs.input.capacity() - bufs.input.len() < 1024 {
+                bufs.input.reserve(4096);
+            }
             if shared.shutdown.is_cancelled() {
                 return Err(ClientError::Shutdown);
             }
@@ -273,6 +280,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(n) => shared.metrics.bytes_in(n),
                 },
+                // A client idle for a while gives its buffers back: thousands of idle
+                // clients should cost little memory.
+                _ = tokio::time::sleep(IDLE_SHRINK), if !shrunk => {
+                    bufs.shrink_idle();
+                    shrunk = true;
+                }
             }
         }
         if bufs.input[0] == b'X' {

@@ -72,6 +72,11 @@ fn terminal(expect: Expect, tag: u8) -> bool {
 }
 
 impl Pending {
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.skipping = false;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -20,11 +20,14 @@ use crate::proto::ProtoError;
 const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Buffers that belong to the client session and survive server checkouts.
+/// Buffers that belong to the client session and survive server checkouts, so a
+/// transaction allocates nothing.
 #[derive(Debug, Default)]
 pub struct ClientBufs {
     pub input: BytesMut,
     pub output: BytesMut,
+    to_server: BytesMut,
+    txn: TxnState,
 }
 
 #[derive(Debug)]
@@ -39,6 +42,20 @@ pub enum Outcome {
     Protocol(ProtoError),
     /// The server sent something unframeable.
     ServerProtocol(ProtoError),
+}
+
+impl ClientBufs {
+    /// Frees buffers that hold nothing (a long idle client keeps no memory it doesn't use).
+    pub fn shrink_idle(&mut self) {
+        if self.input.is_empty() {
+            self.input = BytesMut::new();
+        }
+        if self.output.is_empty() {
+            self.output = BytesMut::new();
+        }
+        self.to_server = BytesMut::new();
+        self.txn = TxnState::default();
+    }
 }
 
 /// Writes as much of `buf` as the socket takes; Ready(Ok(true)) when something was written.
@@ -91,8 +108,14 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     metrics: &Metrics,
 ) -> Outcome {
     let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
-    let mut t = TxnState::default();
-    let mut to_server = BytesMut::with_capacity(READ_CHUNK);
+    let ClientBufs {
+        input,
+        output,
+        to_server,
+        txn: t,
+    } = bufs;
+    t.reset();
+    to_server.clear();
     let mut terminated = false;
     let ServerConn {
         stream,
@@ -114,13 +137,13 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     macro_rules! client_out {
         () => {
             ClientOut {
-                to_server: &mut to_server,
-                to_client: &mut bufs.output,
+                to_server,
+                to_client: &mut *output,
             }
         };
     }
     // Whatever the client already sent (that made us check out) goes first.
-    match scan_client(&mut bufs.input, client_out!(), &mut t, st, view!()) {
+    match scan_client(input, client_out!(), t, st, view!()) {
         Ok(ClientScan::Continue) => {}
         Ok(ClientScan::Terminate) => terminated = true,
         Err(e) => return Outcome::Protocol(e),
@@ -128,14 +151,14 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     let outcome = poll_fn(|cx| {
         loop {
             let mut progressed = false;
-            match poll_drain(stream, &mut to_server, cx) {
+            match poll_drain(stream, to_server, cx) {
                 Poll::Ready(Ok(w)) => progressed |= w,
                 Poll::Ready(Err(e)) => return Poll::Ready(Outcome::ServerLost(e)),
                 Poll::Pending => {}
             }
-            let before = bufs.output.len();
-            let drained = poll_drain(client, &mut bufs.output, cx);
-            bytes_out += before.saturating_sub(bufs.output.len());
+            let before = output.len();
+            let drained = poll_drain(client, output, cx);
+            bytes_out += before.saturating_sub(output.len());
             match drained {
                 Poll::Ready(Ok(w)) => progressed |= w,
                 Poll::Ready(Err(_)) => {
@@ -147,7 +170,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 let clean = t.at_boundary() && st.may_release();
                 return Poll::Ready(Outcome::ClientGone { clean });
             }
-            if bufs.output.len() < HIGH_WATER {
+            if output.len() < HIGH_WATER {
                 match poll_fill(stream, rbuf, cx) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Outcome::ServerLost(
@@ -156,7 +179,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        let res = scan_server(rbuf, &mut bufs.output, &mut t, st, view!());
+                        let res = scan_server(rbuf, output, t, st, view!());
                         match res {
                             Ok(true) if to_server.is_empty() && st.may_release() && !terminated => {
                                 return Poll::Ready(Outcome::Released);
@@ -170,7 +193,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             if !terminated && to_server.len() < HIGH_WATER {
-                match poll_fill(client, &mut bufs.input, cx) {
+                match poll_fill(client, input, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         let clean = t.at_boundary() && st.may_release() && to_server.is_empty();
                         return Poll::Ready(Outcome::ClientGone { clean });
@@ -178,7 +201,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Ready(Ok(n)) => {
                         progressed = true;
                         bytes_in += n;
-                        match scan_client(&mut bufs.input, client_out!(), &mut t, st, view!()) {
+                        match scan_client(input, client_out!(), t, st, view!()) {
                             Ok(ClientScan::Continue) => {}
                             Ok(ClientScan::Terminate) => terminated = true,
                             Err(e) => return Poll::Ready(Outcome::Protocol(e)),

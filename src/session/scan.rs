@@ -3,6 +3,7 @@
 //! and streaming everything else.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 
@@ -113,7 +114,15 @@ pub fn scan_client(
                 // What the statement does to the session happens when it runs: on Bind.
                 let fx = sql::classify(text);
                 if name.is_empty() {
-                    st.unnamed = Some((frame.to_vec(), fx));
+                    // Reuse the buffer: lib/pq and pgbench send an unnamed Parse per query.
+                    match &mut st.unnamed {
+                        Some((buf, old)) => {
+                            buf.clear();
+                            buf.extend_from_slice(&frame);
+                            *old = fx;
+                        }
+                        None => st.unnamed = Some((frame.to_vec(), fx)),
+                    }
                     t.unnamed_here = true;
                     simple(Expect::Parse, t, to_client);
                     to_server.extend_from_slice(&frame);
@@ -145,10 +154,9 @@ pub fn scan_client(
                 match server {
                     None => to_server.extend_from_slice(&frame),
                     Some(name) => {
-                        let mut prefix = portal.to_vec();
-                        prefix.push(0);
-                        to_server
-                            .extend_from_slice(&stmts::frame_with_name(b'B', &prefix, &name, rest));
+                        // Bind's body is portal\0 statement\0 rest: rewrite the statement.
+                        let prefix = &body[..portal.len() + 1];
+                        stmts::write_frame_with_name(to_server, b'B', prefix, name.bytes(), rest);
                     }
                 }
             }
@@ -163,9 +171,7 @@ pub fn scan_client(
                 simple(Expect::Describe, t, to_client);
                 match server {
                     None => to_server.extend_from_slice(&frame),
-                    Some(n) => {
-                        to_server.extend_from_slice(&stmts::frame_with_name(b'D', b"S", &n, &[]))
-                    }
+                    Some(n) => stmts::write_frame_with_name(to_server, b'D', b"S", n.bytes(), &[]),
                 }
             }
             b'C' => {
@@ -239,7 +245,7 @@ fn ensure(
     prepared: &mut PreparedSet,
     to_server: &mut BytesMut,
     to_client: &mut BytesMut,
-) -> Option<Vec<u8>> {
+) -> Option<ServerName> {
     if name.is_empty() {
         // An unnamed statement parsed in an earlier batch may live on another connection.
         if !t.unnamed_here
@@ -258,12 +264,27 @@ fn ensure(
         return None;
     }
     let Some(p) = st.stmts.get(name).cloned() else {
-        return Some(stmts::unknown_name(name));
+        return Some(ServerName::Unknown(stmts::unknown_name(name)));
     };
     if !prepared.touch(&p.server_name) {
         send_parse(&p, Mode::Swallow, t, prepared, to_server, to_client);
     }
-    Some(p.server_name.clone())
+    Some(ServerName::Known(p))
+}
+
+/// The server-side name a client statement name translates to.
+enum ServerName {
+    Known(Arc<Prepared>),
+    Unknown(Vec<u8>),
+}
+
+impl ServerName {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ServerName::Known(p) => &p.server_name,
+            ServerName::Unknown(n) => n,
+        }
+    }
 }
 
 fn apply_effects(fx: &sql::Effects, st: &mut ClientState, srv: &mut ServerView<'_>) {

@@ -65,6 +65,16 @@ impl Default for TxnState {
 }
 
 impl TxnState {
+    /// Back to the state of a fresh checkout, keeping allocations.
+    pub fn reset(&mut self) {
+        let queue = std::mem::take(&mut self.queue);
+        *self = TxnState {
+            queue,
+            ..TxnState::default()
+        };
+        self.queue.clear();
+    }
+
     /// The connection holds nothing of this client's: no transaction, batch or partial message.
     pub fn at_boundary(&self) -> bool {
         self.pending == 0

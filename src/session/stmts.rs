@@ -51,17 +51,23 @@ pub fn unknown_name(client_name: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A message `tag` whose body is `name\0` followed by `rest`.
+/// A message `tag` whose body is `prefix`, `name\0`, then `rest`.
 pub fn frame_with_name(tag: u8, prefix: &[u8], name: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    write_frame_with_name(&mut out, tag, prefix, name, rest);
+    out.to_vec()
+}
+
+/// As [`frame_with_name`], appended to `out` (no allocation on the per-message path).
+pub fn write_frame_with_name(out: &mut BytesMut, tag: u8, prefix: &[u8], name: &[u8], rest: &[u8]) {
     let len = 4 + prefix.len() + name.len() + 1 + rest.len();
-    let mut out = BytesMut::with_capacity(len + 1);
+    out.reserve(len + 1);
     out.put_u8(tag);
     out.put_i32(len as i32);
     out.put_slice(prefix);
     out.put_slice(name);
     out.put_u8(0);
     out.put_slice(rest);
-    out.to_vec()
 }
 
 /// A Close message for a server statement.
