@@ -145,6 +145,9 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
     let mut current = Arc::new(config);
+    // Before binding: a daemon that cannot read its root certificates must not look started.
+    let server_tls =
+        ServerTlsSet::from_config(&current).map_err(|e| AppError::Config(e.to_string()))?;
     let addrs = current
         .listen_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?;
@@ -172,12 +175,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
             metrics.clone(),
         ),
         verifier: Verifier::new(workers),
-        registry: Registry::new(
-            current.clone(),
-            ServerTlsSet::from_config(&current).map_err(|e| AppError::Config(e.to_string()))?,
-            kms,
-            metrics.clone(),
-        ),
+        registry: Registry::new(current.clone(), server_tls, kms, metrics.clone()),
         cancel: CancelMap::default(),
         login_timeout: current.client.login_timeout,
         idle_timeout: current.client.idle_timeout,
