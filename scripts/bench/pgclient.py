@@ -186,8 +186,12 @@ async def mode_load(args, tenants):
     # Each session queries once per `period` on average: clients / period queries a second.
     period = args.clients / args.rate
 
+    async def pause(secs):
+        # Never past the end of the run, so the measured rate is the offered one.
+        await asyncio.sleep(max(0.0, min(secs, stop - time.monotonic())))
+
     async def worker(s):
-        await asyncio.sleep(random.uniform(0, period))
+        await pause(random.uniform(0, period))
         while time.monotonic() < stop:
             t0 = time.monotonic()
             try:
@@ -197,7 +201,7 @@ async def mode_load(args, tenants):
                 key = type(e).__name__ + ": " + str(e)[:120]
                 qerrors[key] = qerrors.get(key, 0) + 1
                 return
-            await asyncio.sleep(random.uniform(0.5, 1.5) * period)
+            await pause(random.uniform(0.5, 1.5) * period)
 
     started = time.monotonic()
     await asyncio.gather(*(worker(s) for s in sessions))
