@@ -148,6 +148,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
     // Before binding: a daemon that cannot read its root certificates must not look started.
     let server_tls =
         ServerTlsSet::from_config(&current).map_err(|e| AppError::Config(e.to_string()))?;
+    let client_tls =
+        crate::net::ClientTls::new(&current.tls).map_err(|e| AppError::Config(e.to_string()))?;
+    let kms = Kms::try_new(&current.aws)
+        .await
+        .map_err(|e| AppError::Config(e.to_string()))?;
     let addrs = current
         .listen_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?;
@@ -162,9 +167,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         .map(|a| bind(*a))
         .collect::<Result<Vec<_>, _>>()?;
     let notifier = Notifier::from_env();
-    let kms = Kms::try_new(&current.aws)
-        .await
-        .map_err(|e| AppError::Config(e.to_string()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
@@ -186,8 +188,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         ),
         shutdown: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
-        tls: crate::net::ClientTls::new(&current.tls)
-            .map_err(|e| AppError::Config(e.to_string()))?,
+        tls: client_tls,
         metrics,
         clients: Default::default(),
         admin: crate::admin::Admin::new(config_path.clone(), current.clone()),
