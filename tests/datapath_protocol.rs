@@ -120,6 +120,14 @@ async fn multi_statement_simple_queries() {
     let rows = simple_rows(&c.simple_query("SELECT 5").await.unwrap());
     assert_eq!(rows, vec![vec![Some("5".to_owned())]]);
 
+    // Empty query strings get EmptyQueryResponse and leave the session usable.
+    for empty in ["", " ", ";", "-- only a comment"] {
+        let msgs = c.simple_query(empty).await.unwrap();
+        assert!(simple_rows(&msgs).is_empty(), "{empty:?}");
+    }
+    let rows = simple_rows(&c.simple_query("SELECT 6").await.unwrap());
+    assert_eq!(rows, vec![vec![Some("6".to_owned())]]);
+
     // Explicit transaction control inside one string.
     c.simple_query("BEGIN; INSERT INTO p VALUES (4); COMMIT; INSERT INTO p VALUES (4)")
         .await
@@ -392,4 +400,65 @@ async fn named_prepared_statements_never_run_the_wrong_query() {
         .unwrap()
         .get::<_, i32>(0);
     assert_eq!(v, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_both_ways() {
+    // One server connection shared with a neighbour, so a half-streamed message would show
+    // up as garbage in someone's next result.
+    let env = env_with_table(1).await;
+    let big_client = env.connect(env.tenant(0)).await;
+    let neighbour = env.connect(env.tenant(0)).await;
+    let busy = tokio::spawn(async move {
+        for i in 0..100i32 {
+            let row = neighbour
+                .query_one("SELECT $1::int, repeat('n', 1000)", &[&i])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, i32>(0), i);
+            assert_eq!(row.get::<_, String>(1), "n".repeat(1000));
+        }
+    });
+    let param: String = (0..3_000_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    for round in 0..3 {
+        // A 3 MB parameter in, an 8 MB row out, a 3 MB simple query text in.
+        let row = big_client
+            .query_one(
+                "SELECT length($1::text), right($1::text, 5), left($1::text, 3)",
+                &[&param],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), 3_000_000, "round {round}");
+        assert_eq!(row.get::<_, String>(1), param[param.len() - 5..].to_owned());
+        assert_eq!(row.get::<_, String>(2), "abc");
+        let out: String = big_client
+            .query_one("SELECT repeat('xy', 4000000)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(out.len(), 8_000_000, "round {round}");
+        assert!(
+            out.bytes()
+                .enumerate()
+                .all(|(i, b)| b == if i % 2 == 0 { b'x' } else { b'y' })
+        );
+        let rows = simple_rows(
+            &big_client
+                .simple_query(&format!("SELECT length('{param}')"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            rows,
+            vec![vec![Some("3000000".to_owned())]],
+            "round {round}"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(60), busy)
+        .await
+        .expect("the neighbour finishes")
+        .expect("the neighbour always saw its own results");
 }
