@@ -336,7 +336,7 @@ async fn search_path_changes_never_reach_the_next_client() {
                 ),
                 Via::Unnamed(sql) => (
                     format!("unnamed {sql:?}"),
-                    sneaky.query_typed(*sql, &[]).await.map(drop),
+                    sneaky.query_typed(sql, &[]).await.map(drop),
                 ),
             };
             result.unwrap_or_else(|e| panic!("{what}: {e}"));
