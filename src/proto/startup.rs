@@ -40,7 +40,10 @@ pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, ProtoError> {
 
 /// Parses one whole packet (length prefix included).
 pub fn parse(packet: &[u8]) -> Result<StartupPacket, ProtoError> {
-    let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+    let Some(&[a, b, c, d]) = packet.get(4..8) else {
+        return Err(ProtoError::BadStartup("packet shorter than 8 bytes"));
+    };
+    let code = u32::from_be_bytes([a, b, c, d]);
     match code {
         SSL_REQUEST if packet.len() == 8 => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST if packet.len() == 8 => Ok(StartupPacket::GssEncRequest),
