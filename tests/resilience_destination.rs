@@ -202,27 +202,28 @@ async fn the_pool_heals_by_itself_after_the_destination_restarts_under_load() {
     }
 
     let summary = report(&load);
-    let tally = load.tally.lock().unwrap();
-    assert!(
-        tally.hangs.is_empty(),
-        "hangs: {:?}\n{summary}",
-        tally.hangs
-    );
-    assert!(
-        tally.slowest <= WAIT + CREATE + Duration::from_secs(5),
-        "an operation took {:?}\n{summary}",
-        tally.slowest
-    );
-    // Every error is an ErrorResponse with a connection-class (08), shutdown (57P01) or
-    // too-many (53300) SQLSTATE, never a bare dropped socket.
-    for kind in tally.kinds.keys() {
-        let code = kind.split(':').next().unwrap_or("");
+    {
+        let tally = load.tally.lock().unwrap();
         assert!(
-            code.starts_with("08") || code == "57P01" || code == "53300",
-            "unexpected error {kind:?}\n{summary}"
+            tally.hangs.is_empty(),
+            "hangs: {:?}\n{summary}",
+            tally.hangs
         );
+        assert!(
+            tally.slowest <= WAIT + CREATE + Duration::from_secs(5),
+            "an operation took {:?}\n{summary}",
+            tally.slowest
+        );
+        // Every error is an ErrorResponse with a connection-class (08), shutdown (57P01) or
+        // too-many (53300) SQLSTATE, never a bare dropped socket.
+        for kind in tally.kinds.keys() {
+            let code = kind.split(':').next().unwrap_or("");
+            assert!(
+                code.starts_with("08") || code == "57P01" || code == "53300",
+                "unexpected error {kind:?}\n{summary}"
+            );
+        }
     }
-    drop(tally);
 
     // A fresh client works with no manual action.
     assert_eq!(login_and_read(port, &b, OP_BOUND).await, Ok(2), "{summary}");

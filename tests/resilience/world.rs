@@ -156,13 +156,16 @@ pub fn describe(e: tokio_postgres::Error) -> String {
     }
 }
 
+type Pipes = Arc<Mutex<Vec<JoinHandle<()>>>>;
+
 /// A TCP relay on a fixed loopback port in front of `target`. While down, nothing listens on
 /// its port (connection refused) and relayed connections are cut, as when a service dies; up
 /// again, it listens on the same port.
 pub struct Relay {
     port: u16,
     target: SocketAddr,
-    state: Mutex<Option<(JoinHandle<()>, Arc<Mutex<Vec<JoinHandle<()>>>>)>>,
+    /// While up: the accept loop and the relayed connections, to cut them all on `down`.
+    state: Mutex<Option<(JoinHandle<()>, Pipes)>>,
 }
 
 impl Relay {
@@ -204,7 +207,7 @@ impl Relay {
             return Ok(());
         }
         let listener = self.listener()?;
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let conns: Pipes = Arc::default();
         let (target, tracked) = (self.target, conns.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
