@@ -8,13 +8,57 @@ use deadpool::Runtime;
 use deadpool::managed::{Object, Pool, PoolError, QueueMode, TimeoutType, Timeouts};
 
 use super::destination::{DestKey, Destination};
+use super::gate::{Gate, GateError, Pass};
 use super::manager::ServerManager;
 use super::server::{ServerConn, ServerError};
 use super::stats::PoolStats;
 use super::tls::ServerTls;
 use crate::config::PoolSettings;
 
-pub type PooledConn = Object<ServerManager>;
+/// A checked-out server connection and its MaxOpen slot; dropping it returns both.
+pub struct PooledConn {
+    obj: Option<Object<ServerManager>>,
+    pass: Option<Pass>,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.obj
+            .as_ref()
+            .expect("a pooled connection holds its object until dropped")
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.obj
+            .as_mut()
+            .expect("a pooled connection holds its object until dropped")
+    }
+}
+
+impl PooledConn {
+    /// Closes the connection instead of pooling it; the slot is freed on drop.
+    fn close(mut self) {
+        if let Some(obj) = self.obj.take() {
+            drop(Object::take(obj));
+        }
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let obj = self.obj.take();
+        match self.pass.take() {
+            Some(pass) => pass.leave(|keep| match obj {
+                Some(obj) if !keep => drop(Object::take(obj)),
+                other => drop(other),
+            }),
+            None => drop(obj),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -30,7 +74,9 @@ pub struct DestPool {
     pub key: DestKey,
     /// `dest_host` and `dest_db` as the Go daemon labels its metrics.
     pub labels: (String, String),
+    /// deadpool only ever grows (see `gate.rs`); `gate` holds the current MaxOpen.
     pool: Pool<ServerManager>,
+    gate: Arc<Gate>,
     settings: Arc<RwLock<PoolSettings>>,
     pub stats: Arc<PoolStats>,
     /// The ParameterStatus set of the first server connection, replayed to new clients.
@@ -73,6 +119,7 @@ impl DestPool {
             labels: (key.dest_host_label(), key.db.clone()),
             key,
             pool,
+            gate: Gate::new(max),
             settings,
             stats,
             startup_params: Mutex::new(Vec::new()),
@@ -107,21 +154,48 @@ impl DestPool {
         format!("{}/{}", self.labels.0, self.labels.1)
     }
 
+    /// deadpool's counts with the limit and the waiters of the MaxOpen gate.
     pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+        let mut s = self.pool.status();
+        s.max_size = self.gate.max();
+        s.waiting += self.gate.waiting();
+        s
     }
 
     /// Hands out a healthy connection, waiting at most WaitTimeoutSecs.
     pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
         let s = self.settings();
+        let contended = self.gate.available() == 0;
+        let started = Instant::now();
+        let pass = match self.gate.enter(s.wait_timeout).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats
+                    .checkout_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if contended {
+                    self.stats.note_wait(started.elapsed());
+                }
+                return Err(match e {
+                    GateError::Timeout => CheckoutError::WaitTimeout {
+                        pool: self.name(),
+                        waited: started.elapsed(),
+                    },
+                    GateError::Closed => CheckoutError::Closed(self.name()),
+                });
+            }
+        };
+        // The slot is ours, so deadpool (never smaller than the gate) answers without waiting
+        // for anyone else; the bound is only a guard.
         let timeouts = Timeouts {
-            wait: Some(s.wait_timeout),
+            wait: Some(
+                s.wait_timeout
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(1)),
+            ),
             create: Some(s.conn_create_timeout),
             recycle: None,
         };
-        let status = self.pool.status();
-        let contended = status.available == 0 && status.size >= status.max_size;
-        let started = Instant::now();
         let res = self.pool.timeout_get(&timeouts).await;
         if contended {
             self.stats.note_wait(started.elapsed());
@@ -153,7 +227,10 @@ impl DestPool {
             .checkouts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.remember_params(&conn);
-        Ok(conn)
+        Ok(PooledConn {
+            obj: Some(conn),
+            pass: Some(pass),
+        })
     }
 
     fn remember_params(&self, conn: &ServerConn) {
@@ -176,7 +253,7 @@ impl DestPool {
     /// Returns a connection. Anything not known clean is closed instead of pooled.
     pub fn release(&self, conn: PooledConn, reusable: bool) {
         if !reusable || conn.broken {
-            drop(Object::take(conn));
+            conn.close();
             return;
         }
         let max_idle = self.settings.read().expect("pool settings lock").max_idle as usize;
@@ -184,7 +261,7 @@ impl DestPool {
             self.stats
                 .max_idle_closed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            drop(Object::take(conn));
+            conn.close();
             return;
         }
         drop(conn);
@@ -192,8 +269,12 @@ impl DestPool {
 
     /// Closes idle connections past their idle time or lifetime, and any beyond MaxIdle.
     pub fn reap(&self) {
+        self.reap_keeping(self.settings().max_idle as usize);
+    }
+
+    /// [`DestPool::reap`] keeping at most `keep` idle connections.
+    fn reap_keeping(&self, mut keep: usize) {
         let s = self.settings();
-        let mut keep = s.max_idle as usize;
         let stats = &self.stats;
         self.pool.retain(|_, m| {
             if m.age() >= s.max_lifetime {
@@ -217,9 +298,15 @@ impl DestPool {
     /// Applies reloaded settings: resizing never interrupts a connection in use.
     pub fn apply_settings(&self, s: PoolSettings) {
         let max = s.max_open.max(1) as usize;
+        let max_idle = s.max_idle as usize;
         *self.settings.write().expect("pool settings lock") = s;
-        self.pool.resize(max);
-        self.reap();
+        if max > self.pool.status().max_size {
+            self.pool.resize(max);
+        }
+        self.gate.resize(max);
+        // Idle connections may fill only the slots the new limit leaves free; busy ones over
+        // it are closed as they come back (the gate's debt).
+        self.reap_keeping(max_idle.min(self.gate.available()));
     }
 
     /// Installs a reloaded server TLS policy. When its settings differ, idle connections made
@@ -233,6 +320,7 @@ impl DestPool {
     }
 
     pub fn close(&self) {
+        self.gate.close();
         self.pool.close();
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod dest_pool;
 pub mod destination;
+pub mod gate;
 pub mod manager;
 pub mod prepared;
 pub mod registry;
