@@ -23,7 +23,8 @@ const ROLE_PASSWORD: &str = "tls-dest-secret";
 
 /// A test CA (PEM in a file) and a server certificate it signed.
 struct Pki {
-    dir: tempfile::TempDir,
+    /// Holds `ca_file`; removed when the test ends.
+    _dir: tempfile::TempDir,
     ca_file: PathBuf,
     cert_pem: String,
     key_pem: String,
@@ -49,7 +50,7 @@ fn pki(names: &[&str], ca_name: &str) -> Pki {
     let ca_file = dir.path().join("root.crt");
     std::fs::write(&ca_file, ca.pem()).expect("write the CA file");
     Pki {
-        dir,
+        _dir: dir,
         ca_file,
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),

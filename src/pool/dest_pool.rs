@@ -267,6 +267,19 @@ impl DestPool {
         drop(conn);
     }
 
+    /// Closes a connection that may be in the middle of a statement. A backend busy in a
+    /// query notices that its client left only when the query ends, keeping its transaction
+    /// and locks until then; a CancelRequest (bounded by ConnCloseTimeoutSecs) stops it now.
+    pub async fn discard(&self, conn: PooledConn) {
+        let (addr, pid, secret) = (conn.addr, conn.backend_pid, conn.backend_secret);
+        conn.close();
+        let limit = self.settings().conn_close_timeout;
+        let sent = tokio::time::timeout(limit, send_cancel(addr, pid, secret)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!(pool = %self.name(), pid, "could not cancel a discarded server connection");
+        }
+    }
+
     /// Closes idle connections past their idle time or lifetime, and any beyond MaxIdle.
     pub fn reap(&self) {
         self.reap_keeping(self.settings().max_idle as usize);
@@ -323,4 +336,13 @@ impl DestPool {
         self.gate.close();
         self.pool.close();
     }
+}
+
+/// A CancelRequest for backend `pid` on its own connection (the server answers by closing it).
+async fn send_cancel(addr: std::net::SocketAddr, pid: i32, secret: i32) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(pid, secret, &mut buf);
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(&buf).await
 }

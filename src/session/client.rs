@@ -313,7 +313,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let outcome = tokio::select! {
             o = forward(s, &mut conn, bufs, st, &shared.metrics) => o,
             _ = shared.hard_stop.cancelled() => {
-                pool.release(conn, false);
+                pool.discard(conn).await;
                 return Err(ClientError::Shutdown);
             }
             _ = me.killed() => {
