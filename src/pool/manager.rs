@@ -30,6 +30,19 @@ impl ServerManager {
         self.tls.read().expect("pool tls lock").clone()
     }
 
+    /// Connects under the current TLS policy. A reload that changes the policy meanwhile would
+    /// leave a connection made under the old one looking new, so that one is redone.
+    async fn connect_under_current_tls(&self) -> Result<ServerConn, ServerError> {
+        let (tls, since) = self.tls();
+        let conn = ServerConn::connect(&self.dest, &tls).await?;
+        if self.tls().1 == since {
+            return Ok(conn);
+        }
+        drop(conn);
+        let (tls, _) = self.tls();
+        ServerConn::connect(&self.dest, &tls).await
+    }
+
     /// Installs a reloaded policy; a change of settings retires connections made under the old.
     pub fn set_tls(&self, tls: Arc<ServerTls>) -> bool {
         let mut slot = self.tls.write().expect("pool tls lock");
@@ -47,8 +60,7 @@ impl Manager for ServerManager {
     async fn create(&self) -> Result<ServerConn, ServerError> {
         let s = self.settings();
         let limit = s.conn_create_timeout;
-        let (tls, _) = self.tls();
-        match tokio::time::timeout(limit, ServerConn::connect(&self.dest, &tls)).await {
+        match tokio::time::timeout(limit, self.connect_under_current_tls()).await {
             Ok(Ok(mut conn)) => {
                 conn.prepared =
                     super::prepared::PreparedSet::new(s.max_prepared_statements as usize);
