@@ -17,7 +17,8 @@ use crate::config::{Config, PoolOverride, ServerTlsSettings, SslMode};
 /// A CA and a server certificate it signed for `names`.
 struct Pki {
     ca_pem: String,
-    cert: CertificateDer<'static>,
+    /// What the server sends: its certificate, then any intermediates.
+    chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
 
@@ -34,9 +35,52 @@ fn pki(names: &[&str]) -> Pki {
         .expect("server certificate");
     Pki {
         ca_pem: ca.pem(),
-        cert: cert.der().clone(),
+        chain: vec![cert.der().clone()],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     }
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p
+}
+
+/// As RDS does it: root CA -> regional intermediate -> server. Returns the PKI whose `ca_pem`
+/// is a bundle of an unrelated root, the root and the intermediate (like the RDS
+/// global-bundle.pem), and the intermediate's PEM on its own.
+fn rds_like_pki(names: &[&str], send_intermediate: bool) -> (Pki, String) {
+    let unrelated =
+        CertifiedIssuer::self_signed(ca_params("Unrelated Root"), KeyPair::generate().unwrap())
+            .unwrap();
+    let root =
+        CertifiedIssuer::self_signed(ca_params("Test RDS Root CA"), KeyPair::generate().unwrap())
+            .unwrap();
+    let intermediate = CertifiedIssuer::signed_by(
+        ca_params("Test RDS eu-west-1 CA"),
+        KeyPair::generate().unwrap(),
+        &root,
+    )
+    .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, &intermediate)
+        .unwrap();
+    let mut chain = vec![cert.der().clone()];
+    if send_intermediate {
+        chain.push(intermediate.der().clone());
+    }
+    let bundle = format!("{}{}{}", unrelated.pem(), root.pem(), intermediate.pem());
+    (
+        Pki {
+            ca_pem: bundle,
+            chain,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        },
+        root.pem(),
+    )
 }
 
 fn write_ca(dir: &Path, pki: &Pki) -> String {
@@ -71,7 +115,7 @@ async fn fake_server(answer: u8, pki: Option<Pki>) -> SocketAddr {
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
-        .with_single_cert(vec![pki.cert], pki.key)
+        .with_single_cert(pki.chain, pki.key)
         .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let Ok(mut tls) = acceptor.accept(tcp).await else {
@@ -294,4 +338,43 @@ fn overrides_pick_their_own_policy() {
         err.to_string().contains("OverrideSettings[\"broken/app\"]"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn verify_full_works_with_an_rds_style_bundle_and_chain() {
+    let host = "mydb.abc123.eu-west-1.rds.amazonaws.com";
+    for send_intermediate in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, root_only) = rds_like_pki(&[host], send_intermediate);
+        let again = Pki {
+            ca_pem: pki.ca_pem.clone(),
+            chain: pki.chain.clone(),
+            key: pki.key.clone_key(),
+        };
+        // The whole bundle trusted (roots and intermediates): fine whatever the server sends.
+        let bundle = write_ca(dir.path(), &pki);
+        let addr = fake_server(b'S', Some(pki)).await;
+        let mut s = secure(&settings(SslMode::VerifyFull, &bundle), host, addr)
+            .await
+            .unwrap_or_else(|e| panic!("bundle, intermediate sent: {send_intermediate}: {e}"));
+        ping(&mut s).await;
+
+        // Only the root trusted: the chain is complete only if the server sends its
+        // intermediate.
+        let root_file = dir.path().join("root-only.pem");
+        std::fs::write(&root_file, &root_only).unwrap();
+        let addr = fake_server(b'S', Some(again)).await;
+        let res = secure(
+            &settings(SslMode::VerifyFull, &root_file.display().to_string()),
+            host,
+            addr,
+        )
+        .await;
+        assert_eq!(
+            res.is_ok(),
+            send_intermediate,
+            "root only, intermediate sent: {send_intermediate}: {:?}",
+            res.err()
+        );
+    }
 }
