@@ -14,7 +14,9 @@
 #   scripts/bench.sh --quick      smoke check: 2 s runs, one round, small scale figures
 #   scripts/bench.sh --no-scale   only the pgbench suite
 #   scripts/bench.sh --scale      only the scale figures
-#   scripts/bench.sh --profile    perf profile of Perseus under pgbench -S (50 clients)
+#   scripts/bench.sh --profile    perf profile of Perseus under pgbench -S (50 clients), and
+#                                 syscalls/context switches/CPU per transaction vs PgBouncer,
+#                                 and instruction counts by function (callgrind)
 #
 # Environment: BENCH_DURATION (s per run, 10), BENCH_ROUNDS (2), BENCH_SCALE (pgbench scale
 # of the main schema, 10), BENCH_TENANTS (tenant schemas, 50), BENCH_ACTIVE_TENANTS (pgbench
@@ -75,6 +77,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=.bench/run-$STAMP
 RUNS=$OUT/runs.jsonl
 SCALE_JSON=$OUT/scale.json
+PROFILE_JSON=$OUT/profile.json
 RESULT=.bench/results-$STAMP.json
 mkdir -p "$OUT"
 
@@ -101,7 +104,10 @@ step "prerequisites"
 ensure_postgres
 ensure_moto
 ensure_pgbouncer
-if [ "$PROFILE" -eq 1 ] && ! command -v perf >/dev/null 2>&1; then apt_install linux-perf; fi
+if [ "$PROFILE" -eq 1 ]; then
+    command -v perf >/dev/null 2>&1 || apt_install linux-perf
+    command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+fi
 
 step "building perseus, genhash, encpass (release)"
 cargo build --release --locked --workspace --bins
@@ -206,6 +212,7 @@ fi
 
 if [ "$PROFILE" -eq 1 ]; then
     profile_perseus
+    callgrind_perseus
 fi
 
 step "results"
@@ -223,7 +230,7 @@ print(json.dumps({
 PY
 )
 status=0
-python3 scripts/bench/report.py summary --runs "$RUNS" --scale "$SCALE_JSON" --meta "$meta" \
-    --out "$RESULT" || status=$?
+python3 scripts/bench/report.py summary --runs "$RUNS" --scale "$SCALE_JSON" \
+    --profile "$PROFILE_JSON" --meta "$meta" --out "$RESULT" || status=$?
 echo "results: $RESULT (logs in $OUT)" >&2
 exit "$status"

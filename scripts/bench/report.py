@@ -3,6 +3,8 @@
 
   record   parse one or more pgbench logs (one run; several logs = concurrent processes,
            summed) and append a JSON line to the runs file
+  perfstat turn a `perf stat -x,` file taken during a pgbench run into per-transaction
+           figures (syscalls, context switches, CPU) and add them to a profile JSON file
   summary  average the rounds per scenario and target, print the table with the ratios
            Perseus/direct and Perseus/PgBouncer, and write the results JSON
 
@@ -178,6 +180,55 @@ def print_scale(scale):
     print()
 
 
+def cmd_perfstat(args):
+    run = parse_pgbench(args.pgbench)
+    if "error" in run:
+        sys.exit(run["error"])
+    txns = run["tps"] * args.secs
+    counts = {}
+    with open(args.csv) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) < 3 or line.startswith("#"):
+                continue
+            try:
+                value = float(parts[0])
+            except ValueError:
+                continue
+            event = parts[2].replace("raw_syscalls:sys_enter", "syscalls") \
+                .replace("syscalls:sys_enter_", "")
+            counts[event] = value
+    entry = {"target": args.target, "tps": round(run["tps"], 1), "transactions": round(txns)}
+    for event, value in counts.items():
+        if event == "task-clock":  # milliseconds of CPU
+            entry["cpu_us_per_txn"] = round(1000 * value / txns, 2)
+        else:
+            entry[event.replace("-", "_") + "_per_txn"] = round(value / txns, 3)
+    try:
+        with open(args.out) as f:
+            profile = json.load(f)
+    except FileNotFoundError:
+        profile = {"per_txn": []}
+    profile["per_txn"].append(entry)
+    with open(args.out, "w") as f:
+        json.dump(profile, f, indent=2)
+    print("  " + ", ".join("%s %s" % (k, v) for k, v in entry.items()), file=sys.stderr)
+
+
+def print_profile(profile):
+    rows = (profile or {}).get("per_txn")
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k.endswith("_per_txn")]
+    print("per transaction under pgbench -S, 50 clients (perf stat on the pooler)")
+    print("-" * 72)
+    print("%-24s" % "" + "".join("%12s" % r["target"] for r in rows))
+    for k in ["tps"] + keys:
+        print("%-24s" % k.replace("_per_txn", "") + "".join(
+            "%12s" % r.get(k, "-") for r in rows))
+    print()
+
+
 def cmd_summary(args):
     runs = []
     try:
@@ -194,12 +245,19 @@ def cmd_summary(args):
                 result["scale"] = json.load(f)
         except FileNotFoundError:
             pass
+    if args.profile:
+        try:
+            with open(args.profile) as f:
+                result["profile"] = json.load(f)
+        except FileNotFoundError:
+            pass
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
     if runs:
         print_table(result["scenarios"])
     print_scale(result.get("scale"))
+    print_profile(result.get("profile"))
     failed = sum(1 for r in runs if "error" in r)
     return 1 if failed else 0
 
@@ -219,9 +277,19 @@ def main():
     s.add_argument("--out", required=True)
     s.add_argument("--scale", help="JSON file with the scale figures")
     s.add_argument("--meta", help="JSON object put at the top of the results")
+    s.add_argument("--profile", help="JSON file with the profile figures")
+    ps = sub.add_parser("perfstat")
+    ps.add_argument("--csv", required=True)
+    ps.add_argument("--pgbench", required=True)
+    ps.add_argument("--secs", type=float, required=True, help="length of the perf stat window")
+    ps.add_argument("--target", required=True)
+    ps.add_argument("--out", required=True)
     args = p.parse_args()
     if args.cmd == "record":
         cmd_record(args)
+        return 0
+    if args.cmd == "perfstat":
+        cmd_perfstat(args)
         return 0
     return cmd_summary(args)
 

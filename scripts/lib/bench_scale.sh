@@ -48,12 +48,36 @@ PY
         "$auth_cold" "$auth_warm" "$idle" "$load" >"$SCALE_JSON"
 }
 
+# Syscalls, context switches and CPU per transaction of the pooler behind target $1 during
+# pgbench -S with 50 clients, for $2 seconds.
+perf_per_txn() {
+    local target=$1 secs=$2 pid perf_pid
+    pid=$(pooler_pid "$target")
+    perf stat -x, -o "$OUT/perf-stat-$target.csv" -p "$pid" \
+        -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
+        -e syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write \
+        -e syscalls:sys_enter_read,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait \
+        -e syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex -- sleep "$secs" \
+        >"$OUT/perf-stat-$target.log" 2>&1 &
+    perf_pid=$!
+    DURATION=$((secs + 1)) pgbench_one "$target" bench "$OUT/profile-stat-$target.log" -S -c 50 -j 2
+    wait "$perf_pid" || die "perf stat failed: $(tail -3 "$OUT/perf-stat-$target.log")"
+    python3 scripts/bench/report.py perfstat --csv "$OUT/perf-stat-$target.csv" \
+        --pgbench "$OUT/profile-stat-$target.log" --secs "$secs" --target "$target" \
+        --out "$PROFILE_JSON"
+}
+
 # A flat CPU profile (perf cpu-clock samples: this VM has no hardware counters) of Perseus
-# under pgbench -S with 50 clients, and a second with call graphs for inclusive costs.
+# under pgbench -S with 50 clients, and a second with call graphs for inclusive costs; and
+# syscalls, context switches and CPU per transaction for PgBouncer and Perseus side by side.
 profile_perseus() {
     local secs=${BENCH_PROFILE_SECS:-15}
     step "profile: warm-up"
     DURATION=3 pgbench_one perseus bench "$OUT/profile-warmup.log" -S -c 50 -j 2
+    DURATION=3 pgbench_one pgbouncer bench "$OUT/profile-warmup-pgbouncer.log" -S -c 50 -j 2
+    step "profile: perf stat per transaction, PgBouncer then Perseus (${secs}s each)"
+    perf_per_txn pgbouncer "$secs"
+    perf_per_txn perseus "$secs"
     step "profile: perf record (flat, ${secs}s) during pgbench -S -c 50"
     perf record -F 1999 -p "$PERSEUS_PID" -o "$OUT/perf-flat.data" -- sleep "$secs" \
         >"$OUT/perf-record.log" 2>&1 &
@@ -76,4 +100,27 @@ profile_perseus() {
     echo "profile: $OUT/perf-dso.txt, perf-flat.txt, perf-inclusive.txt" >&2
     grep -v '^#' "$OUT/perf-dso.txt" | grep -v '^$' | head -8 >&2
     grep -v '^#' "$OUT/perf-flat.txt" | grep -v '^$' | head -30 >&2
+}
+
+# Instruction counts by function (callgrind) of Perseus serving pgbench -S: the daemon is
+# restarted under valgrind, warmed up (logins, pools) with collection off, then measured.
+callgrind_perseus() {
+    local secs=${BENCH_PROFILE_SECS:-15} out="$OUT/callgrind.out"
+    command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+    step "profile: perseus under callgrind (collection starts after the warm-up)"
+    perseus_stop
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+        target/release/perseus --config "$CONFIG" >"$WORK/perseus-callgrind.log" 2>&1 </dev/null &
+    PERSEUS_PID=$!
+    wait_port "$PERSEUS_PORT" 120 "$PERSEUS_PID" \
+        || die "perseus under valgrind did not listen: $(tail -5 "$WORK/perseus-callgrind.log")"
+    DURATION=5 pgbench_one perseus bench "$OUT/callgrind-warmup.log" -S -c 50 -j 2
+    callgrind_control -i on "$PERSEUS_PID" >/dev/null
+    DURATION=$secs pgbench_one perseus bench "$OUT/callgrind-pgbench.log" -S -c 50 -j 2
+    callgrind_control -i off "$PERSEUS_PID" >/dev/null
+    perseus_stop
+    callgrind_annotate --inclusive=no "$out" 2>/dev/null | head -60 >"$OUT/callgrind-self.txt"
+    callgrind_annotate --inclusive=yes "$out" 2>/dev/null | head -80 >"$OUT/callgrind-inclusive.txt"
+    echo "callgrind: $OUT/callgrind-self.txt, callgrind-inclusive.txt ($(grep -h '^tps' "$OUT/callgrind-pgbench.log"))" >&2
+    grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | head -25 | cut -c1-160 >&2
 }
