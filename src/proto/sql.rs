@@ -249,30 +249,31 @@ fn classify_statement(st: &[Tok], fx: &mut Effects) {
     }
 }
 
-/// Words at least one of which every statement with a session effect contains; text with
-/// none of them (most queries) is answered without lexing.
-const TRIGGERS: &[&[u8]] = &[
-    b"set",
-    b"discard",
-    b"deallocate",
-    b"prepare",
-    b"listen",
-    b"load",
-    b"temp",
-    b"hold",
-    b"advisory",
-    b"currval",
-    b"lastval",
-];
-
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+/// Whether the text contains a word that every statement with a session effect contains
+/// (set, discard, deallocate, prepare, listen, load, temp, hold, advisory, currval,
+/// lastval). Most queries contain none and are answered without lexing; one pass, keyed by
+/// the first letter, because this runs for every Query and Parse.
+fn may_have_effects(sql: &[u8]) -> bool {
+    let at = |i: usize, w: &[u8]| {
+        sql.get(i..i + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    };
+    (0..sql.len()).any(|i| match sql[i] | 0x20 {
+        b's' => at(i, b"set"),
+        b'd' => at(i, b"discard") || at(i, b"deallocate"),
+        b'p' => at(i, b"prepare"),
+        b'l' => at(i, b"listen") || at(i, b"load") || at(i, b"lastval"),
+        b't' => at(i, b"temp"),
+        b'h' => at(i, b"hold"),
+        b'a' => at(i, b"advisory"),
+        b'c' => at(i, b"currval"),
+        _ => false,
+    })
 }
 
 /// Classifies a Query or Parse text (possibly several statements).
 pub fn classify(sql: &[u8]) -> Effects {
-    if !TRIGGERS.iter().any(|t| contains_ignore_case(sql, t)) {
+    if !may_have_effects(sql) {
         return Effects::default();
     }
     let toks = lex(sql);
