@@ -217,7 +217,7 @@ fi
 
 step "results"
 meta=$(python3 - "$STAMP" "$DURATION" "$ROUNDS" "$PGBENCH_SCALE" "$N_TENANTS" "$N_ACTIVE" \
-    "$TENANT_CLIENTS" "$POOL" "$QUICK" "$(pgbouncer --version | head -1)" \
+    "$TENANT_CLIENTS" "$POOL" "$QUICK" "$(pgbouncer --version | sed -n 1p)" \
     "$("$BINDIR/postgres" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
 import json, os, sys
 a = sys.argv[1:]

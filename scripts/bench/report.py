@@ -216,16 +216,20 @@ def cmd_perfstat(args):
 
 
 def print_profile(profile):
-    rows = (profile or {}).get("per_txn")
-    if not rows:
+    rows = (profile or {}).get("per_txn") or []
+    if not rows and not (profile or {}).get("callgrind"):
         return
-    keys = [k for k in rows[0] if k.endswith("_per_txn")]
+    keys = [k for k in rows[0] if k.endswith("_per_txn")] if rows else []
     print("per transaction under pgbench -S, 50 clients (perf stat on the pooler)")
     print("-" * 72)
     print("%-24s" % "" + "".join("%12s" % r["target"] for r in rows))
     for k in ["tps"] + keys:
         print("%-24s" % k.replace("_per_txn", "") + "".join(
             "%12s" % r.get(k, "-") for r in rows))
+    cg = (profile or {}).get("callgrind")
+    if cg:
+        print("perseus user-space instructions per transaction (callgrind): %d" %
+              cg["instructions_per_txn"])
     print()
 
 

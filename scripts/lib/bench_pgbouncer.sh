@@ -12,7 +12,7 @@ ensure_pgbouncer() {
         apt_install pgbouncer
         command -v pgbouncer >/dev/null 2>&1 || die "pgbouncer missing after apt-get install"
     fi
-    echo "PgBouncer: $(pgbouncer --version | head -1)" >&2
+    echo "PgBouncer: $(pgbouncer --version | sed -n 1p)" >&2
 }
 
 # Writes the config and userlist into $WORK/pgbouncer and starts it on a free port.

@@ -98,8 +98,8 @@ profile_perseus() {
     perf report -i "$OUT/perf-graph.data" --stdio --children --sort symbol -g none \
         --percent-limit 2 >"$OUT/perf-inclusive.txt" 2>/dev/null
     echo "profile: $OUT/perf-dso.txt, perf-flat.txt, perf-inclusive.txt" >&2
-    grep -v '^#' "$OUT/perf-dso.txt" | grep -v '^$' | head -8 >&2
-    grep -v '^#' "$OUT/perf-flat.txt" | grep -v '^$' | head -30 >&2
+    grep -v '^#' "$OUT/perf-dso.txt" | grep -v '^$' | sed -n '1,8p' >&2
+    grep -v '^#' "$OUT/perf-flat.txt" | grep -v '^$' | sed -n '1,30p' >&2
 }
 
 # Instruction counts by function (callgrind) of Perseus serving pgbench -S: the daemon is
@@ -119,8 +119,26 @@ callgrind_perseus() {
     DURATION=$secs pgbench_one perseus bench "$OUT/callgrind-pgbench.log" -S -c 50 -j 2
     callgrind_control -i off "$PERSEUS_PID" >/dev/null
     perseus_stop
-    callgrind_annotate --inclusive=no "$out" 2>/dev/null | head -60 >"$OUT/callgrind-self.txt"
-    callgrind_annotate --inclusive=yes "$out" 2>/dev/null | head -80 >"$OUT/callgrind-inclusive.txt"
-    echo "callgrind: $OUT/callgrind-self.txt, callgrind-inclusive.txt ($(grep -h '^tps' "$OUT/callgrind-pgbench.log"))" >&2
-    grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | head -25 | cut -c1-160 >&2
+    # Whole reports: a reader that stops early would end the writer with SIGPIPE (pipefail).
+    callgrind_annotate --inclusive=no "$out" >"$OUT/callgrind-self.txt" 2>/dev/null
+    callgrind_annotate --inclusive=yes "$out" >"$OUT/callgrind-inclusive.txt" 2>/dev/null
+    python3 - "$OUT/callgrind-self.txt" "$OUT/callgrind-pgbench.log" "$PROFILE_JSON" <<'PY'
+import json, re, sys
+total = re.search(r"^([0-9,]+) .*PROGRAM TOTALS", open(sys.argv[1]).read(), re.M)
+txns = re.search(r"^number of transactions actually processed: ([0-9]+)",
+                 open(sys.argv[2]).read(), re.M)
+if total and txns and int(txns.group(1)):
+    ir = int(total.group(1).replace(",", ""))
+    try:
+        profile = json.load(open(sys.argv[3]))
+    except FileNotFoundError:
+        profile = {}
+    profile["callgrind"] = {"instructions": ir, "transactions": int(txns.group(1)),
+                            "instructions_per_txn": round(ir / int(txns.group(1)))}
+    json.dump(profile, open(sys.argv[3], "w"), indent=2)
+    print("callgrind: %d user-space instructions per transaction" % (ir // int(txns.group(1))),
+          file=sys.stderr)
+PY
+    echo "callgrind: $OUT/callgrind-self.txt, callgrind-inclusive.txt" >&2
+    grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | sed -n '1,25p' | cut -c1-160 >&2
 }
