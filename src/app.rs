@@ -101,7 +101,12 @@ async fn accept_loop(
     }
 }
 
-fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
+fn reload(
+    path: &std::path::Path,
+    current: &mut Arc<Config>,
+    shared: &Shared,
+    log_level: Option<&crate::cli::LogLevelHandle>,
+) {
     match config::load(path) {
         Err(errors) => {
             tracing::error!(%errors, "SIGHUP: configuration invalid, keeping the running one")
@@ -125,7 +130,20 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
             if new.aws != current.aws {
                 tracing::warn!("AWSSettings changed, needs restart");
             }
-            if new.tls != current.tls {
+            if new.log.level != current.log.level
+                && let (Some(handle), Ok(level)) = (log_level, new.log.tracing_level())
+            {
+                let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+                match handle.modify(|f| *f = filter) {
+                    Ok(()) => tracing::info!(%level, "log level changed"),
+                    Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
+                }
+            }
+            if new.log.json != current.log.json {
+                tracing::warn!("LogSettings.Json changed, needs restart");
+            }
+            // Certificate files are re-read on every reload: renewals replace them in place.
+            if new.tls != current.tls || new.tls.mode != crate::config::TlsMode::Disable {
                 match shared.tls.reload(&new.tls) {
                     Ok(()) => tracing::info!("TLS settings and certificates reloaded"),
                     Err(e) => {
@@ -143,7 +161,11 @@ fn reload(path: &std::path::Path, current: &mut Arc<Config>, shared: &Shared) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    log_level: Option<crate::cli::LogLevelHandle>,
+) -> Result<(), AppError> {
     let mut current = Arc::new(config);
     // Before binding: a daemon that cannot read its root certificates must not look started.
     let server_tls =
@@ -237,7 +259,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AppError> {
         match sig {
             SIGHUP => {
                 notifier.reloading();
-                reload(&config_path, &mut current, &shared);
+                reload(&config_path, &mut current, &shared, log_level.as_ref());
                 notifier.ready();
             }
             _ => {

@@ -163,10 +163,13 @@ fn migrate(config: &Config) -> ExitCode {
 }
 
 fn serve(path: PathBuf, config: Config) -> ExitCode {
-    if let Err(e) = init_tracing(&config.log) {
-        eprintln!("perseus: cannot set up logging: {e}");
-        return ExitCode::FAILURE;
-    }
+    let log_level = match init_tracing(&config.log) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("perseus: cannot set up logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("perseus-worker")
@@ -178,7 +181,7 @@ fn serve(path: PathBuf, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::app::run(path, config)) {
+    match runtime.block_on(crate::app::run(path, config, Some(log_level))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("perseus: {e}");
@@ -187,19 +190,30 @@ fn serve(path: PathBuf, config: Config) -> ExitCode {
     }
 }
 
+/// Changes the log level of the running daemon (SIGHUP).
+pub type LogLevelHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::filter::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
 /// Installs the global tracing subscriber on stderr: JSON lines when `Json` is set, else
-/// human-readable, at the level `Level` names.
-pub fn init_tracing(log: &LogSettings) -> Result<(), String> {
+/// human-readable, at the level `Level` names; the level can be changed later.
+pub fn init_tracing(log: &LogSettings) -> Result<LogLevelHandle, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = log.tracing_level()?;
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::filter::LevelFilter::from_level(level),
+    );
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     let installed = if log.json {
-        builder.json().flatten_event(true).try_init()
+        registry.with(fmt.json().flatten_event(true)).try_init()
     } else {
-        builder.try_init()
+        registry.with(fmt).try_init()
     };
-    installed.map_err(|e| e.to_string())
+    installed.map_err(|e| e.to_string())?;
+    Ok(handle)
 }
 
 #[cfg(test)]

@@ -317,7 +317,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(ClientError::Shutdown);
             }
             _ = me.killed() => {
-                pool.release(conn, false);
+                // Cancel what still runs so the transaction ends with the client.
+                pool.discard(conn).await;
                 return say_killed(s).await;
             }
         };
@@ -336,8 +337,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Outcome::ClientGone { clean } => {
-                // Settings changed but not yet read back would leak to the next user.
-                pool.release(conn, clean && st.touched.is_empty());
+                // Settings changed but not yet read back would leak to the next user; a
+                // statement still running for a vanished client is cancelled.
+                if clean && st.touched.is_empty() {
+                    pool.release(conn, true);
+                } else {
+                    pool.discard(conn).await;
+                }
                 return Ok(());
             }
             Outcome::ServerLost(e) => {
