@@ -43,9 +43,11 @@ fn auth_pool(cfg: &Config) -> Result<deadpool_postgres::Pool, AppError> {
         .auth_db
         .parse_dsn()
         .map_err(|e| AppError::Config(e.to_string()))?;
+    let tls = crate::net::auth_db_tls::auth_db_connector(&params.tls)
+        .map_err(|e| AppError::Config(e.to_string()))?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
-        tokio_postgres::NoTls,
+        tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },

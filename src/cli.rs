@@ -103,6 +103,15 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn check(path: &str, config: &Config) -> ExitCode {
+    // Certificate files must be readable too, not only named.
+    if let Err(e) = crate::pool::tls::ServerTlsSet::from_config(config) {
+        eprintln!("perseus: {path}: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = crate::net::ClientTls::new(&config.tls) {
+        eprintln!("perseus: {path}: {e}");
+        return ExitCode::FAILURE;
+    }
     for var in config::unknown_env_vars(config::process_env().0) {
         eprintln!("perseus: note: {var} matches no configuration key and is ignored");
     }
@@ -119,14 +128,13 @@ fn migrate(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require
-        || params.tls.verify != config::TlsVerify::None
-    {
-        eprintln!(
-            "perseus: --migrate cannot use TLS to the auth DB yet; run it with sslmode=disable or prefer"
-        );
-        return ExitCode::FAILURE;
-    }
+    let tls = match crate::net::auth_db_tls::auth_db_connector(&params.tls) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("perseus: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,11 +149,7 @@ fn migrate(config: &Config) -> ExitCode {
         .get_connect_timeout()
         .copied()
         .unwrap_or(Duration::from_secs(10));
-    let result = runtime.block_on(crate::migrate::apply_with_config(
-        &pg,
-        tokio_postgres::NoTls,
-        timeout,
-    ));
+    let result = runtime.block_on(crate::migrate::apply_with_config(&pg, tls, timeout));
     match result {
         Ok(applied) => {
             eprintln!(

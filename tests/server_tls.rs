@@ -491,3 +491,65 @@ async fn unusable_server_tls_settings_stop_the_start_and_are_refused_on_sighup()
         "the refused verify-ca was applied anyway"
     );
 }
+
+/// An auth database that only takes TLS (RDS with rds.force_ssl=1): `--migrate` and the
+/// daemon both reach it with sslmode=verify-full and sslrootcert from AuthDBDSN.
+#[tokio::test]
+async fn auth_db_over_verified_tls() {
+    let pki = pki(&["127.0.0.1"], "perseus auth CA");
+    let pg = tls_cluster(&pki);
+    let (db, role) = destination(&pg, &["tls_auth"]);
+    let auth_db = unique_name("tlsauth");
+    pg.create_database_owned_by(&auth_db, &role);
+    let dsn = format!(
+        "postgres://{role}:{ROLE_PASSWORD}@127.0.0.1:{}/{auth_db}?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        pki.ca_file.display()
+    );
+    let (world, _) = tenants(&[]).await;
+    let mut config = world.config();
+    config.auth_db.dsn = dsn;
+    config.server_tls = server_tls(SslMode::VerifyFull, &pki.ca_file);
+    let json = serde_json::to_value(&config).unwrap();
+    let out = support::perseus::run(&json, &["--migrate"]);
+    assert!(
+        out.status.success(),
+        "--migrate over TLS failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A tenant row written into the TLS-only auth DB (as its superuser, over the socket).
+    let auth = pg.connect(&auth_db).await;
+    let spec = TenantSpec {
+        source_db: "mm".into(),
+        source_schema: "tls_auth".into(),
+        source_user: "tls_auth_user".into(),
+        password: "tls-auth-pw".into(),
+        dest_host: pg.host_port(),
+        dest_db: db.clone(),
+        dest_user: role.clone(),
+        dest_password: ROLE_PASSWORD.into(),
+    };
+    add_tenant(&auth, &world.moto.aws_settings(), &spec).await;
+    let perseus = Perseus::start(&config);
+    let client = must_connect(&perseus, &spec).await;
+    let v: i32 = client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 0);
+    // The pooler's auth-DB session really is TLS, as the server sees it.
+    let tls_sessions: i64 = auth
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.usename = $2 AND s.ssl",
+            &[&auth_db, &role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        tls_sessions >= 1,
+        "no TLS session from perseus to the auth DB"
+    );
+}

@@ -1,5 +1,6 @@
 //! Network plumbing: the client TLS acceptor and its reloadable holder.
 
+pub mod auth_db_tls;
 pub mod tls;
 
 use std::sync::RwLock;

@@ -80,6 +80,7 @@ impl TlsConnectError {
 pub struct ServerTls {
     pub settings: ServerTlsSettings,
     connector: Option<TlsConnector>,
+    config: Option<Arc<ClientConfig>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -99,6 +100,7 @@ impl ServerTls {
                 root_cert_file: String::new(),
             },
             connector: None,
+            config: None,
         }
     }
 
@@ -109,6 +111,7 @@ impl ServerTls {
             return Ok(ServerTls {
                 settings: s.clone(),
                 connector: None,
+                config: None,
             });
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -163,10 +166,18 @@ impl ServerTls {
         };
         // PostgreSQL 17 checks ALPN when a client offers it; older servers ignore it.
         config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+        let config = Arc::new(config);
         Ok(ServerTls {
             settings: s.clone(),
-            connector: Some(TlsConnector::from(Arc::new(config))),
+            connector: Some(TlsConnector::from(config.clone())),
+            config: Some(config),
         })
+    }
+
+    /// The rustls configuration (None when TLS is disabled), for other PostgreSQL clients
+    /// such as the auth-DB pool.
+    pub fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        self.config.clone()
     }
 
     pub fn mode(&self) -> SslMode {
