@@ -174,11 +174,12 @@ fn serve(path: PathBuf, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("perseus-worker")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("perseus-worker");
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads as usize);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("perseus: cannot start the async runtime: {e}");

@@ -53,6 +53,10 @@ pub struct Config {
     pub overrides: BTreeMap<String, PoolOverride>,
     #[serde(rename = "LogSettings")]
     pub log: LogSettings,
+    /// New: async worker threads; 0 means one per CPU. On a small host shared with
+    /// PostgreSQL, 1 avoids cross-thread wake-ups (PgBouncer is single-threaded).
+    #[serde(rename = "WorkerThreads")]
+    pub worker_threads: u32,
     /// New: how long SIGTERM lets transactions in flight finish before clients are told to go.
     #[serde(rename = "ShutdownTimeoutSecs", with = "secs")]
     pub shutdown_timeout: Duration,
@@ -237,6 +241,7 @@ impl Default for Config {
             pool: PoolSettings::default(),
             overrides: BTreeMap::new(),
             log: LogSettings::default(),
+            worker_threads: 0,
             shutdown_timeout: Duration::from_secs(30),
             client: ClientSettings::default(),
             tls: TlsSettings::default(),
