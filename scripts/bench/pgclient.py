@@ -153,8 +153,9 @@ async def open_many(args, tenants, n):
 async def mode_idle(args, tenants):
     before = rss_kib(args.pid)
     sessions, errors, secs = await open_many(args, tenants, args.clients)
-    # Give the daemon a moment to finish the work each login queued, then measure.
-    await asyncio.sleep(1.0)
+    connected = rss_kib(args.pid)
+    # Idle sessions may give buffers back after a while: measure once they have settled.
+    await asyncio.sleep(args.settle)
     after = rss_kib(args.pid)
     held = len(sessions)
     # Prove they are alive: every 50th session runs a query.
@@ -171,6 +172,8 @@ async def mode_idle(args, tenants):
         "connect_errors": errors,
         "connect_secs": round(secs, 3),
         "rss_before_kib": before,
+        "rss_connected_kib": connected,
+        "settle_secs": args.settle,
         "rss_after_kib": after,
         "rss_per_client_bytes": round((after - before) * 1024 / held) if held else None,
         "rss_total_per_client_bytes": round(after * 1024 / held) if held else None,
@@ -259,6 +262,8 @@ def main():
     p.add_argument("--clients", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=100, help="logins in flight at once")
     p.add_argument("--pid", type=int, help="the daemon, for RSS")
+    p.add_argument("--settle", type=float, default=5.0,
+                   help="idle: seconds between connecting and measuring RSS")
     p.add_argument("--duration", type=float, default=10.0, help="load: seconds")
     p.add_argument("--rate", type=float, default=1000.0, help="load: queries a second, all sessions")
     p.add_argument("--deadline", type=float, default=300.0, help="give up after this many seconds")

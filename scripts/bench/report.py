@@ -159,21 +159,30 @@ def print_scale(scale):
     print("-" * 72)
     idle = scale.get("idle")
     if idle:
-        print("  %d idle clients: RSS %.1f MiB -> %.1f MiB, %s bytes per client (growth), "
-              "connect %.1f s, errors %s" % (
-                  idle["clients"], idle["rss_before_kib"] / 1024, idle["rss_after_kib"] / 1024,
-                  idle["rss_per_client_bytes"], idle["connect_secs"],
-                  sum(idle["connect_errors"].values()) + idle["probe_errors"]))
+        if "error" in idle:
+            print("  idle clients: FAILED %s" % idle["error"])
+        else:
+            print("  %d idle clients: RSS %.1f MiB -> %.1f MiB (%.1f MiB just after connecting), "
+                  "%s bytes per client (growth), connect %.1f s, errors %s" % (
+                      idle["clients"], idle["rss_before_kib"] / 1024,
+                      idle["rss_after_kib"] / 1024, idle.get("rss_connected_kib", 0) / 1024,
+                      idle["rss_per_client_bytes"], idle["connect_secs"],
+                      sum(idle["connect_errors"].values()) + idle["probe_errors"]))
     load = scale.get("load")
-    if load:
-        print("  %d clients under light load: %s queries at %s/s, avg %s ms, p99 %s ms, "
-              "connect errors %d, query errors %d" % (
-                  load["clients"], load["queries"], load["qps"], load["latency_avg_ms"],
+    if load and "error" in load:
+        print("  many clients under load: FAILED %s" % load["error"])
+    elif load:
+        print("  %d clients under light load: RSS %.1f MiB, %s queries at %s/s, avg %s ms, "
+              "p99 %s ms, connect errors %d, query errors %d" % (
+                  load["clients"], (load.get("rss_kib") or 0) / 1024, load["queries"],
+                  load["qps"], load["latency_avg_ms"],
                   load["latency_p99_ms"], sum(load["connect_errors"].values()),
                   sum(load["query_errors"].values())))
     for k in ("auth_cold", "auth_warm"):
         a = scale.get(k)
-        if a:
+        if a and "error" in a:
+            print("  logins, %s cache: FAILED %s" % (k.split("_")[1], a["error"]))
+        elif a:
             print("  %d logins over %d tenants, %s cache: %.2f s (%s/s), errors %d" % (
                 a["connections"], a["tenants"], k.split("_")[1], a["secs"], a["per_sec"],
                 sum(a["errors"].values())))
