@@ -335,3 +335,40 @@ async fn max_open_shrunk_while_idle_still_caps_the_next_burst() {
         "{max} server connections with MaxOpen 2: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn sighup_changes_the_log_level() {
+    let mut env = Env::start(&["rg_log"], pool(1)).await;
+    let t = env.tenant(0).clone();
+    env.config.log.level = "debug".into();
+    env.perseus.rewrite_config(&env.config);
+    env.perseus.send_signal(libc::SIGHUP);
+    let changed = poll_async(SETTLE, Duration::from_millis(20), || async {
+        env.perseus
+            .log()
+            .contains("log level changed")
+            .then_some(())
+    })
+    .await;
+    assert!(changed.is_some(), "{}", env.perseus.log());
+    // Debug lines now appear (tokio-postgres and the pooler log at debug on a login).
+    let before = env
+        .perseus
+        .log()
+        .lines()
+        .filter(|l| l.contains("DEBUG"))
+        .count();
+    let c = env.connect(&t).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let more = poll_async(SETTLE, Duration::from_millis(20), || async {
+        let now = env
+            .perseus
+            .log()
+            .lines()
+            .filter(|l| l.contains("DEBUG"))
+            .count();
+        (now > before).then_some(())
+    })
+    .await;
+    assert!(more.is_some(), "no DEBUG lines after the level change");
+}
