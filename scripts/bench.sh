@@ -22,6 +22,7 @@
 # of the main schema, 10), BENCH_TENANTS (tenant schemas, 50), BENCH_ACTIVE_TENANTS (pgbench
 # processes in the many-tenant run, 10), BENCH_TENANT_CLIENTS (clients each, 4),
 # BENCH_IDLE_CLIENTS (5000), BENCH_LOAD_CLIENTS (10000), BENCH_AUTH_CLIENTS (1000),
+# BENCH_WORKER_THREADS (Perseus's WorkerThreads; its default when unset),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 
@@ -155,7 +156,8 @@ step "perseus: config (pool MaxOpen $POOL, MaxIdle $POOL), auth table, $((N_TENA
 PERSEUS_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 CONFIG="$WORK/perseus.json"
-perseus_config "$CONFIG" "$PERSEUS_PORT" "$METRICS_PORT" "$POOL" "$POOL" warn 20000
+perseus_config "$CONFIG" "$PERSEUS_PORT" "$METRICS_PORT" "$POOL" "$POOL" warn 20000 \
+    "${BENCH_WORKER_THREADS:-}"
 perseus_migrate "$CONFIG" >/dev/null
 DEST_ENC=$(stack_encpass "$DEST_PASSWORD")
 for schema in bench "${TENANT_SCHEMAS[@]}"; do
@@ -218,7 +220,8 @@ fi
 step "results"
 meta=$(python3 - "$STAMP" "$DURATION" "$ROUNDS" "$PGBENCH_SCALE" "$N_TENANTS" "$N_ACTIVE" \
     "$TENANT_CLIENTS" "$POOL" "$QUICK" "$(pgbouncer --version | sed -n 1p)" \
-    "$("$BINDIR/postgres" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+    "$("$BINDIR/postgres" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    "${BENCH_WORKER_THREADS:-}" <<'PY'
 import json, os, sys
 a = sys.argv[1:]
 print(json.dumps({
@@ -226,6 +229,7 @@ print(json.dumps({
     "pgbench_scale": int(a[3]), "tenants": int(a[4]), "active_tenants": int(a[5]),
     "clients_per_tenant": int(a[6]), "pool_size": int(a[7]), "quick": a[8] == "1",
     "pgbouncer": a[9], "postgres": a[10], "commit": a[11], "cpus": os.cpu_count(),
+    "perseus_worker_threads": int(a[12]) if a[12] else "default",
 }))
 PY
 )

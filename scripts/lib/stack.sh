@@ -118,12 +118,15 @@ stack_encpass() {
 }
 
 # Writes a perseus config to $1: listen port $2, metrics port $3, pool MaxIdle $4, MaxOpen $5,
-# log level $6 (default INFO), MaxClientConns $7 (default 10000). The auth table lives in
-# the database `perseus` of the stack's cluster.
+# log level $6 (default INFO), MaxClientConns $7 (default 10000), WorkerThreads $8 (left
+# out when empty). The auth table lives in the database `perseus` of the stack's cluster.
 perseus_config() {
     local file=$1 port=$2 metrics=$3 idle=$4 open=$5 level=${6:-INFO} max_clients=${7:-10000}
+    local workers=""
+    [ -n "${8:-}" ] && workers="\"WorkerThreads\": $8,"
     cat >"$file" <<JSON
 {
+    $workers
     "ListenAddress": "127.0.0.1:$port",
     "MetricsAddress": "127.0.0.1:$metrics",
     "AuthDBSettings": {
