@@ -232,3 +232,10 @@ async fn pgbench_simple_protocol() {
 async fn pgbench_extended_protocol() {
     pgbench_through_perseus("extended").await;
 }
+
+/// Named prepared statements (issue 7): pgbench -M prepared keeps its statements for the
+/// whole session while its transactions move between server connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_protocol() {
+    pgbench_through_perseus("prepared").await;
+}

@@ -291,6 +291,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if bufs.input[0] == b'X' {
             return Ok(());
         }
+        if super::local::answer_prepare_batch(&mut bufs.input, &mut bufs.output, st)? {
+            continue;
+        }
         me.set_phase(Phase::Waiting);
         let mut conn = match shared.clients.admit(me, &shared.shutdown).await {
             Admission::Go => tokio::select! {

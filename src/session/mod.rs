@@ -7,6 +7,7 @@ pub mod client;
 pub mod extended;
 pub mod forward;
 pub mod limits;
+pub mod local;
 pub mod registry;
 pub mod scan;
 pub mod startup;
