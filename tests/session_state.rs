@@ -82,6 +82,13 @@ async fn temp_tables_and_advisory_locks_pin_the_client() {
         .await
         .unwrap();
     a.simple_query("SELECT pg_advisory_lock(99)").await.unwrap();
+    // The pinned session is counted while it lasts.
+    let body = metrics(env.perseus.metrics_port()).await;
+    assert!(
+        body.lines()
+            .any(|l| l == "perseus_client_connections_pinned 1"),
+        "pinned gauge missing: {body}"
+    );
     let b = env.connect(env.tenant(1)).await;
     for _ in 0..10 {
         assert_eq!(
@@ -121,4 +128,17 @@ async fn listen_notify_reaches_a_pinned_client() {
         .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
     assert_eq!(got.ok().flatten().as_deref(), Some("hello"));
+}
+
+async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
 }

@@ -82,6 +82,7 @@ pub struct Metrics {
     registry: Registry,
     clients_active: Gauge,
     clients_waiting: Gauge,
+    clients_pinned: Gauge,
     transactions: Counter,
     queries: Counter,
     bytes_received: Counter,
@@ -104,6 +105,7 @@ impl Metrics {
         let mut m = Metrics {
             clients_active: Gauge::default(),
             clients_waiting: Gauge::default(),
+            clients_pinned: Gauge::default(),
             transactions: Counter::default(),
             queries: Counter::default(),
             bytes_received: Counter::default(),
@@ -134,6 +136,11 @@ impl Metrics {
             "perseus_client_connections_waiting",
             "Client sessions currently waiting for a server connection",
             m.clients_waiting.clone(),
+        );
+        registry.register(
+            "perseus_client_connections_pinned",
+            "Client sessions pinned to their server connection (session state that cannot move)",
+            m.clients_pinned.clone(),
         );
         // Counter names are given without `_total`: the encoder appends it.
         registry.register(
@@ -192,6 +199,11 @@ impl Metrics {
     /// A session started waiting for a server connection; drop the guard when it has one.
     pub fn waiting_for_server(&self) -> GaugeGuard {
         GaugeGuard::new(&self.clients_waiting)
+    }
+
+    /// A session became pinned to its server connection; the gauge drops when the guard does.
+    pub fn client_pinned(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.clients_pinned)
     }
 
     pub fn transaction(&self) {

@@ -248,6 +248,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     cancel_slot: &super::cancel::CancelSlot,
     me: &ClientEntry,
 ) -> Result<(), ClientError> {
+    // Held while the session is pinned; it ends with the session.
+    let mut pin_gauge = None;
     loop {
         if !bufs.output.is_empty() {
             if s.write_all(&bufs.output).await.is_err() {
@@ -313,8 +315,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             pid: conn.backend_pid,
             secret: conn.backend_secret,
         });
+        let mut on_pin = |reason| {
+            me.set_pinned(Some(reason));
+            if pin_gauge.is_none() {
+                pin_gauge = Some(shared.metrics.client_pinned());
+            }
+        };
         let outcome = tokio::select! {
-            o = forward(s, &mut conn, bufs, st, &shared.metrics) => o,
+            o = forward(s, &mut conn, bufs, st, &shared.metrics, &mut on_pin) => o,
             _ = shared.hard_stop.cancelled() => {
                 pool.discard(conn).await;
                 return Err(ClientError::Shutdown);

@@ -106,7 +106,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     bufs: &mut ClientBufs,
     st: &mut ClientState,
     metrics: &Metrics,
+    on_pin: &mut (dyn FnMut(&'static str) + Send),
 ) -> Outcome {
+    let mut pin_seen = st.pinned.is_some();
     let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
     let ClientBufs {
         input,
@@ -147,6 +149,10 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(ClientScan::Continue) => {}
         Ok(ClientScan::Terminate) => terminated = true,
         Err(e) => return Outcome::Protocol(e),
+    }
+    if let (Some(reason), false) = (st.pinned, pin_seen) {
+        pin_seen = true;
+        on_pin(reason);
     }
     let outcome = poll_fn(|cx| {
         loop {
@@ -205,6 +211,10 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                             Ok(ClientScan::Continue) => {}
                             Ok(ClientScan::Terminate) => terminated = true,
                             Err(e) => return Poll::Ready(Outcome::Protocol(e)),
+                        }
+                        if let (Some(reason), false) = (st.pinned, pin_seen) {
+                            pin_seen = true;
+                            on_pin(reason);
                         }
                     }
                     Poll::Pending => {}
