@@ -96,7 +96,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(password) = read_password(s, &mut bufs.input).await? else {
         return Ok(None);
     };
-    let failed = || ClientError::AuthFailed(user.clone());
+    // Failed admin logins count toward the same per-address limit as tenant logins.
+    let failed = || {
+        shared.auth_limit.failed(peer.ip());
+        ClientError::AuthFailed(user.clone())
+    };
     let stored = shared.admin.config().admin.users.get(&user).cloned();
     let Some(stored) = stored else {
         tracing::info!(%peer, %user, "admin auth failed: not an admin user");
