@@ -198,18 +198,31 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         max_message: shared.max_message,
         ..Default::default()
     };
-    // A first checkout learns the server's parameters and proves the client's settings valid.
-    let mut conn = pool.checkout().await?;
+    // A checkout learns the server's parameters (first login to a destination) and proves
+    // other settings valid. Logins that only set reported parameters (what psql, pgbench and
+    // drivers send) skip it once the parameters are known: reconnect storms cost no checkout.
+    let known = !pool.startup_params().is_empty();
+    let only_reported = id
+        .settings
+        .keys()
+        .all(|k| REPORTED_SETTABLE.contains(&k.as_str()));
+    let mut conn = if known && only_reported {
+        None
+    } else {
+        Some(pool.checkout().await?)
+    };
     for (k, v) in pool.startup_params() {
         if REPORTED_SETTABLE.contains(&k.as_str()) {
             state.wanted.insert(k, v);
         }
     }
     state.wanted.extend(id.settings.clone());
-    let ready = prepare(&pool, &mut conn, &mut state).await;
+    if let Some(mut c) = conn.take() {
+        let ready = prepare(&pool, &mut c, &mut state).await;
+        pool.release(c, ready.is_ok());
+        ready?;
+    }
     state.startup_wanted = state.wanted.clone();
-    pool.release(conn, ready.is_ok());
-    ready?;
     Ok(Some(Login {
         _tenant_slot: tenant_slot,
         id,
