@@ -66,12 +66,7 @@ pub fn answer_prepare_batch(
 mod tests {
     use super::*;
 
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::proto::frame::test_frame as frame;
 
     fn client() -> ClientState {
         ClientState {

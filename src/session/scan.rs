@@ -375,12 +375,7 @@ pub fn scan_server(
 mod tests {
     use super::*;
 
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::proto::frame::test_frame as frame;
 
     struct Fixture {
         t: TxnState,
