@@ -15,6 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step "prerequisites"
 ensure_postgres
 ensure_moto
+ensure_psycopg
 ensure_rust_tools
 
 step "cargo fmt --check"

@@ -72,6 +72,15 @@ ensure_moto() {
     [ -x .venv/bin/moto_server ] || die "moto_server missing from .venv after pip install"
 }
 
+# psycopg 3 for the Python-driver test (server-side prepared statements through Perseus).
+ensure_psycopg() {
+    if .venv/bin/python -c 'import psycopg' >/dev/null 2>&1; then
+        return
+    fi
+    step "installing psycopg (Python driver for the client tests) into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check 'psycopg[binary]>=3.1,<4'
+}
+
 ensure_rust_tools() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first"
     for component in rustfmt clippy; do
