@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use perseus::auth::hash::hash_password;
 use support::datapath::{self, Env, db_error, libpq_cmd};
-use support::env::{DEST_PASSWORD, TenantEnv};
+use support::poll_async;
 use support::wire::{Wire, tags};
-use support::{Perseus, poll_async};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 const ADMIN: &str = "admin";
@@ -24,24 +23,14 @@ const HOLD: Duration = Duration::from_secs(1);
 
 /// Tenants as in [`Env::start`], with an admin user configured.
 async fn start(schemas: &[&str]) -> Env {
-    let world = TenantEnv::new(schemas).await;
-    let mut config = world.config();
-    config.pool = datapath::pool(4);
-    config
-        .admin
-        .users
-        .insert(ADMIN.into(), hash_password(ADMIN_PASSWORD.as_bytes()));
-    let perseus = Perseus::start(&config);
-    Env {
-        pg: world.pg,
-        dest_db: world.dest_db.clone(),
-        role: world.dest_role.clone(),
-        role_password: DEST_PASSWORD.into(),
-        tenants: world.tenants.clone(),
-        world,
-        config,
-        perseus,
-    }
+    Env::start_with(schemas, |config| {
+        config.pool = datapath::pool(4);
+        config
+            .admin
+            .users
+            .insert(ADMIN.into(), hash_password(ADMIN_PASSWORD.as_bytes()));
+    })
+    .await
 }
 
 async fn admin_as(env: &Env, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {

@@ -11,10 +11,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::TenantSpec;
 use support::datapath::{Env, pool};
-use support::env::{DEST_PASSWORD, TenantEnv};
 use support::wire::{Key, Msg, Wire, cancel_request};
-use support::{Perseus, TenantSpec};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_MESSAGE: u32 = 64 * 1024;
@@ -22,24 +21,14 @@ const MAX_MESSAGE: u32 = 64 * 1024;
 const SLACK: Duration = Duration::from_secs(3);
 
 async fn start() -> Env {
-    let world = TenantEnv::new(&["victim_a", "victim_b"]).await;
-    let mut config = world.config();
-    config.pool = pool(2);
-    config.client.login_timeout = LOGIN_TIMEOUT;
-    config.client.max_message_bytes = MAX_MESSAGE;
-    // Garbage is not a failed login, but keep the limiter out of the way regardless.
-    config.auth_limit.max_failures = 0;
-    let perseus = Perseus::start(&config);
-    Env {
-        pg: world.pg,
-        dest_db: world.dest_db.clone(),
-        role: world.dest_role.clone(),
-        role_password: DEST_PASSWORD.into(),
-        tenants: world.tenants.clone(),
-        world,
-        config,
-        perseus,
-    }
+    Env::start_with(&["victim_a", "victim_b"], |config| {
+        config.pool = pool(2);
+        config.client.login_timeout = LOGIN_TIMEOUT;
+        config.client.max_message_bytes = MAX_MESSAGE;
+        // Garbage is not a failed login, but keep the limiter out of the way regardless.
+        config.auth_limit.max_failures = 0;
+    })
+    .await
 }
 
 /// A small deterministic generator (xorshift64*), so a failing case can be replayed.

@@ -11,7 +11,7 @@ use tokio::net::TcpSocket;
 use tokio_postgres::NoTls;
 
 use support::datapath::{Env, db_error, pool};
-use support::env::{DEST_PASSWORD, TenantEnv};
+use support::env::TenantEnv;
 use support::wire::Wire;
 use support::{Perseus, poll_async};
 
@@ -20,22 +20,12 @@ const WINDOW: Duration = Duration::from_secs(3);
 const BLOCKED: &str = "too many failed authentication attempts";
 
 async fn start() -> Env {
-    let world = TenantEnv::new(&["limited_a", "limited_b"]).await;
-    let mut config = world.config();
-    config.pool = pool(2);
-    config.auth_limit.max_failures = MAX_FAILURES;
-    config.auth_limit.window = WINDOW;
-    let perseus = Perseus::start(&config);
-    Env {
-        pg: world.pg,
-        dest_db: world.dest_db.clone(),
-        role: world.dest_role.clone(),
-        role_password: DEST_PASSWORD.into(),
-        tenants: world.tenants.clone(),
-        world,
-        config,
-        perseus,
-    }
+    Env::start_with(&["limited_a", "limited_b"], |config| {
+        config.pool = pool(2);
+        config.auth_limit.max_failures = MAX_FAILURES;
+        config.auth_limit.window = WINDOW;
+    })
+    .await
 }
 
 /// Logs in with `config` over a socket bound to `source` (any 127.0.0.0/8 address works on

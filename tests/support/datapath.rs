@@ -80,9 +80,14 @@ impl Env {
     /// Builds a [`TenantEnv`] with one tenant per entry of `schemas` (any spelling), then
     /// starts perseus with `pool` as its PoolSettings.
     pub async fn start(schemas: &[&str], pool: PoolSettings) -> Env {
+        Env::start_with(schemas, |config| config.pool = pool).await
+    }
+
+    /// As [`Env::start`], with the daemon's configuration adjusted by `tune` first.
+    pub async fn start_with(schemas: &[&str], tune: impl FnOnce(&mut Config)) -> Env {
         let world = TenantEnv::new(schemas).await;
         let mut config = world.config();
-        config.pool = pool;
+        tune(&mut config);
         let perseus = Perseus::start(&config);
         Env {
             pg: world.pg,
