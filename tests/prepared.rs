@@ -112,3 +112,23 @@ async fn max_prepared_statements_evicts_and_reprepares() {
         .get(0);
     assert_eq!(prepared, 1, "one server connection");
 }
+
+#[tokio::test]
+async fn a_statement_invalidated_by_ddl_works_again_once_re_prepared() {
+    let env = Env::start(&["prep_ddl"], pool(1)).await;
+    let client = env.connect(env.tenant(0)).await;
+    let stmt = client.prepare("SELECT * FROM t").await.unwrap();
+    assert_eq!(client.query(&stmt, &[]).await.unwrap().len(), 1);
+    client
+        .batch_execute("ALTER TABLE t ADD COLUMN w int DEFAULT 5")
+        .await
+        .unwrap();
+    // As on a direct connection, the old statement fails once its result type changed...
+    let err = client.query(&stmt, &[]).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    // ...and a client that prepares the same SQL again gets a fresh plan, not the stale one
+    // (identical SQL shares one server statement, so the pooler must drop it).
+    let again = client.prepare("SELECT * FROM t").await.unwrap();
+    let rows = client.query(&again, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>("w"), 5);
+}

@@ -252,7 +252,7 @@ impl DestPool {
 
     /// Returns a connection. Anything not known clean is closed instead of pooled.
     pub fn release(&self, conn: PooledConn, reusable: bool) {
-        if !reusable || conn.broken {
+        if !reusable || conn.broken || conn.prepared.is_stale() {
             conn.close();
             return;
         }

@@ -7,6 +7,9 @@ pub struct PreparedSet {
     capacity: usize,
     tick: u64,
     names: HashMap<Vec<u8>, u64>,
+    /// DDL changed a result type under a cached plan: every statement here must be dropped
+    /// (DEALLOCATE ALL) before the connection serves anyone again.
+    stale: bool,
 }
 
 impl PreparedSet {
@@ -15,6 +18,7 @@ impl PreparedSet {
             capacity: capacity.max(1),
             tick: 0,
             names: HashMap::new(),
+            stale: false,
         }
     }
 
@@ -53,6 +57,15 @@ impl PreparedSet {
     /// After DISCARD/DEALLOCATE the server holds none of them.
     pub fn clear(&mut self) {
         self.names.clear();
+        self.stale = false;
+    }
+
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale
     }
 
     pub fn len(&self) -> usize {

@@ -93,6 +93,15 @@ pub async fn settle(
     st: &mut super::state::ClientState,
     limit: Duration,
 ) -> Result<(), ServerError> {
+    if conn.prepared.is_stale() {
+        conn.exec(
+            "DEALLOCATE ALL",
+            "dropping stale prepared statements",
+            limit,
+        )
+        .await?;
+        conn.prepared.clear();
+    }
     if std::mem::take(&mut st.reset_all) {
         for k in std::mem::take(&mut conn.extra_settings) {
             conn.params.remove(&k);

@@ -12,7 +12,7 @@ use super::extended::{Action, Entry, Expect, Mode};
 use super::state::{ClientState, TxnState};
 use super::stmts::{self, Prepared};
 use crate::pool::prepared::PreparedSet;
-use crate::proto::backend::parse_parameter_status;
+use crate::proto::backend::{parse_error_fields, parse_parameter_status};
 use crate::proto::frame::{DEFAULT_MAX_MESSAGE_LEN, header};
 use crate::proto::{ProtoError, frontend, sql};
 
@@ -347,6 +347,14 @@ pub fn scan_server(
                 t.pending = t.pending.saturating_sub(1);
                 t.status = *body.first().ok_or(ProtoError::Malformed("ReadyForQuery"))?;
                 boundary = t.at_boundary();
+            }
+            b'E' => {
+                // Identical SQL maps to one server statement, so a client re-preparing after
+                // DDL would get the stale plan again: drop them all at the next boundary.
+                let (code, message) = parse_error_fields(body);
+                if code == "0A000" && message.contains("cached plan must not change result type") {
+                    srv.prepared.mark_stale();
+                }
             }
             b'S' => {
                 if let Some((name, value)) = parse_parameter_status(body) {
