@@ -210,8 +210,9 @@ impl Metrics {
         self.transactions.inc();
     }
 
-    pub fn query(&self) {
-        self.queries.inc();
+    /// Queries, Syncs and function calls forwarded in one checkout.
+    pub fn queries(&self, n: u64) {
+        self.queries.inc_by(n);
     }
 
     pub fn bytes_in(&self, n: usize) {
@@ -290,8 +291,8 @@ mod tests {
         let w = m.waiting_for_server();
         drop(g1);
         m.transaction();
-        m.query();
-        m.query();
+        m.queries(1);
+        m.queries(1);
         m.bytes_in(10);
         m.bytes_out(25);
         m.checkout_wait(Duration::from_millis(3));

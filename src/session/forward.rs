@@ -228,8 +228,6 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     .await;
     metrics.bytes_in(bytes_in);
     metrics.bytes_out(bytes_out);
-    for _ in 0..t.requests {
-        metrics.query();
-    }
+    metrics.queries(t.requests);
     outcome
 }
