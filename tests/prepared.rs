@@ -5,7 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
 use support::datapath::{Env, pool};
+use support::wire::{Msg, Wire, tags};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_sql_in_two_tenants_resolves_to_each_tenants_table() {
@@ -131,4 +134,90 @@ async fn a_statement_invalidated_by_ddl_works_again_once_re_prepared() {
     let again = client.prepare("SELECT * FROM t").await.unwrap();
     let rows = client.query(&again, &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i32>("w"), 5);
+}
+
+/// Bind (text results), optional Describe of the portal, Execute, Sync of statement `stmt`.
+fn run_statement(stmt: &str, describe: bool) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let r = frontend::bind(
+        "",
+        stmt,
+        std::iter::empty::<i16>(),
+        std::iter::empty::<&str>(),
+        |_: &str, _: &mut BytesMut| Ok(postgres_protocol::IsNull::No),
+        std::iter::empty::<i16>(),
+        &mut buf,
+    );
+    assert!(r.is_ok(), "encode Bind");
+    if describe {
+        frontend::describe(b'P', "", &mut buf).unwrap();
+    }
+    frontend::execute("", 0, &mut buf).unwrap();
+    frontend::sync(&mut buf);
+    buf
+}
+
+async fn exchange(w: &mut Wire, bytes: &[u8]) -> Vec<Msg> {
+    w.send(bytes).await;
+    w.until_ready().await
+}
+
+fn columns(msgs: &[Msg]) -> Vec<Option<String>> {
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a DataRow");
+    row.data_row()
+}
+
+#[tokio::test]
+async fn a_described_statement_invalidated_by_ddl_is_re_prepared_transparently() {
+    let env = Env::start(&["prep_retry"], pool(1)).await;
+    let a = env.tenant(0);
+    let mut w = Wire::connect(env.perseus.port()).await;
+    w.login(
+        &[
+            ("user", &a.source_user),
+            ("database", &a.source_db),
+            ("schema_search_path", &a.source_schema),
+        ],
+        &a.password,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    let mut buf = BytesMut::new();
+    frontend::parse("s1", "SELECT * FROM t", std::iter::empty(), &mut buf).unwrap();
+    frontend::sync(&mut buf);
+    assert_eq!(tags(&exchange(&mut w, &buf).await), "1Z");
+    let got = exchange(&mut w, &run_statement("s1", true)).await;
+    assert_eq!(tags(&got), "2TDCZ");
+    assert_eq!(columns(&got), vec![Some("0".to_owned())]);
+
+    // Outside a transaction, with the portal described (pgx, psycopg and JDBC do): the client
+    // gets the new shape and the new rows, never the error.
+    assert!(tags(&w.query("ALTER TABLE t ADD COLUMN w int DEFAULT 5").await).ends_with("CZ"));
+    let got = exchange(&mut w, &run_statement("s1", true)).await;
+    assert_eq!(tags(&got), "2TDCZ", "{got:?}");
+    assert_eq!(
+        columns(&got),
+        vec![Some("0".to_owned()), Some("5".to_owned())]
+    );
+
+    // Inside an explicit transaction the failure is the client's to see, as on a direct
+    // connection (the transaction is aborted either way).
+    assert!(tags(&w.query("ALTER TABLE t ADD COLUMN x int DEFAULT 6").await).ends_with("CZ"));
+    assert!(tags(&w.query("BEGIN").await).ends_with("CZ"));
+    let got = exchange(&mut w, &run_statement("s1", true)).await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(got[0].code(), "0A000", "{}", got[0].message());
+    assert!(tags(&w.query("ROLLBACK").await).ends_with("CZ"));
+    let got = exchange(&mut w, &run_statement("s1", true)).await;
+    assert_eq!(columns(&got).len(), 3, "prepared again after the rollback");
+
+    // Without a Describe the client would decode new rows with the old shape: it gets the
+    // error, and the statement is prepared afresh the next time it runs.
+    assert!(tags(&w.query("ALTER TABLE t ADD COLUMN y int DEFAULT 7").await).ends_with("CZ"));
+    let got = exchange(&mut w, &run_statement("s1", false)).await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(got[0].code(), "0A000", "{}", got[0].message());
+    let got = exchange(&mut w, &run_statement("s1", true)).await;
+    assert_eq!(tags(&got), "2TDCZ", "{got:?}");
+    assert_eq!(columns(&got).len(), 4);
 }

@@ -186,6 +186,15 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
                         let res = scan_server(rbuf, output, t, st, view!());
+                        if let Some(mut frames) = t.replay.take_retry() {
+                            // The hidden failure is over: the same batch goes again, its
+                            // statements prepared afresh.
+                            let again = scan_client(&mut frames, client_out!(), t, st, view!());
+                            t.replay.restore(frames);
+                            if let Err(e) = again {
+                                return Poll::Ready(Outcome::Protocol(e));
+                            }
+                        }
                         match res {
                             Ok(true) if to_server.is_empty() && st.may_release() && !terminated => {
                                 return Poll::Ready(Outcome::Released);

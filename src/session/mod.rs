@@ -9,6 +9,7 @@ pub mod forward;
 pub mod limits;
 pub mod local;
 pub mod registry;
+pub mod replay;
 pub mod scan;
 pub mod startup;
 pub mod state;

@@ -9,6 +9,7 @@ use bytes::{Buf, BytesMut};
 
 use super::checkout::REPORTED_SETTABLE;
 use super::extended::{Action, Entry, Expect, Mode};
+use super::replay::{PLAN_CHANGED_CODE, PLAN_CHANGED_MESSAGE};
 use super::state::{ClientState, TxnState};
 use super::stmts::{self, Prepared};
 use crate::pool::prepared::PreparedSet;
@@ -71,6 +72,11 @@ pub fn scan_client(
         if client_inspects(h.tag) && input.len() < h.frame_len {
             input.reserve(h.frame_len - input.len());
             return Ok(ClientScan::Continue);
+        }
+        let at_boundary = t.at_boundary();
+        match input.get(..h.frame_len) {
+            Some(whole) => t.replay.on_client_frame(h.tag, whole, at_boundary),
+            None => t.replay.on_partial_frame(at_boundary),
         }
         let simple = |e: Expect, t: &mut TxnState, to_client: &mut BytesMut| {
             t.queue.push(Entry::forward(e), to_client);
@@ -218,14 +224,12 @@ fn send_parse(
         }
         return;
     }
+    if prepared.take_stale(&p.server_name) {
+        // DDL may have changed what the old plan returns: replace it, never reuse it.
+        push_swallowed_close(&p.server_name, t, to_server, to_client);
+    }
     if let Some(old) = prepared.insert(&p.server_name) {
-        to_server.extend_from_slice(&stmts::close_statement(&old));
-        let close = Entry {
-            expect: Expect::Close,
-            mode: Mode::Swallow,
-            parsed: None,
-        };
-        t.queue.push(close, to_client);
+        push_swallowed_close(&old, t, to_server, to_client);
     }
     to_server.extend_from_slice(&p.parse);
     let entry = Entry {
@@ -234,6 +238,22 @@ fn send_parse(
         parsed: Some(p.server_name.clone()),
     };
     t.queue.push(entry, to_client);
+}
+
+/// Closes a server statement on the pooler's behalf; the client never sees the answer.
+fn push_swallowed_close(
+    name: &[u8],
+    t: &mut TxnState,
+    to_server: &mut BytesMut,
+    to_client: &mut BytesMut,
+) {
+    to_server.extend_from_slice(&stmts::close_statement(name));
+    let close = Entry {
+        expect: Expect::Close,
+        mode: Mode::Swallow,
+        parsed: None,
+    };
+    t.queue.push(close, to_client);
 }
 
 /// Makes sure the statement a Bind/Describe names exists on this connection; returns the
@@ -323,6 +343,7 @@ pub fn scan_server(
             input.advance(n);
             t.server_remaining -= n;
             boundary = false;
+            t.replay.answered();
             continue;
         }
         let Some(h) = header(input, DEFAULT_MAX_MESSAGE_LEN)? else {
@@ -339,22 +360,27 @@ pub fn scan_server(
         if !small {
             // Large messages stream; none of them is ever swallowed.
             t.server_remaining = h.frame_len;
+            t.replay.answered();
             continue;
         }
         let body = &input[5..h.frame_len];
+        let mut hide = false;
         match h.tag {
             b'Z' => {
                 t.pending = t.pending.saturating_sub(1);
                 t.status = *body.first().ok_or(ProtoError::Malformed("ReadyForQuery"))?;
-                boundary = t.at_boundary();
+                // The end of a failure the pooler hid: the batch goes again instead.
+                hide = t.replay.swallows_ready();
+                boundary = !hide && t.at_boundary();
             }
             b'E' => {
                 // Identical SQL maps to one server statement, so a client re-preparing after
-                // DDL would get the stale plan again: drop them all at the next boundary.
+                // DDL would get the stale plan again: none of this connection's is reused.
                 let (code, message) = parse_error_fields(body);
-                if code == "0A000" && message.contains("cached plan must not change result type") {
+                if code == PLAN_CHANGED_CODE && message.contains(PLAN_CHANGED_MESSAGE) {
                     srv.prepared.mark_stale();
                 }
+                hide = t.replay.on_error(&code, &message);
             }
             b'S' => {
                 if let Some((name, value)) = parse_parameter_status(body) {
@@ -367,8 +393,11 @@ pub fn scan_server(
             }
             _ => {}
         }
-        if action == Action::Forward {
+        if action == Action::Forward && !hide {
             out.extend_from_slice(&input[..h.frame_len]);
+            if !matches!(h.tag, b'N' | b'S' | b'A' | b'E') {
+                t.replay.answered();
+            }
         }
         input.advance(h.frame_len);
         t.queue.emit_synthetic(out);
@@ -509,6 +538,33 @@ mod tests {
         assert_eq!(
             &f.to_client[..],
             &[frame(b'2', b""), frame(b'Z', b"I")].concat()[..]
+        );
+    }
+
+    #[test]
+    fn after_a_plan_change_a_pipelined_reparse_replaces_the_statement() {
+        let mut f = Fixture::new();
+        let parse = frame(b'P', b"s1\0select 1\0\0\0");
+        f.client(&[parse.clone(), frame(b'S', b"")].concat());
+        f.server(&[frame(b'1', b""), frame(b'Z', b"I")].concat());
+        f.t = TxnState::default();
+        let run = [
+            frame(b'B', b"\0s1\0\0\0\0\0\0\0"),
+            frame(b'E', b"\0\0\0\0\0"),
+            frame(b'S', b""),
+        ];
+        f.client(&run.concat());
+        f.server(&frame(
+            b'E',
+            b"SERROR\0C0A000\0Mcached plan must not change result type\0\0",
+        ));
+        // The client reacts to the error before its ReadyForQuery has come back.
+        f.to_server.clear();
+        f.client(&[parse, frame(b'S', b"")].concat());
+        assert_eq!(f.to_server[0], b'C', "the stale statement is closed first");
+        assert!(
+            f.to_server.windows(2).any(|w| w == b"P\0"),
+            "and parsed again"
         );
     }
 

@@ -47,6 +47,8 @@ pub struct TxnState {
     pub unnamed_here: bool,
     /// Queries, Syncs and function calls forwarded (for metrics).
     pub requests: u64,
+    /// The current batch, kept to retry it once if DDL invalidated its statement's plan.
+    pub replay: super::replay::Replay,
 }
 
 impl Default for TxnState {
@@ -60,6 +62,7 @@ impl Default for TxnState {
             queue: Pending::default(),
             unnamed_here: false,
             requests: 0,
+            replay: Default::default(),
         }
     }
 }
@@ -68,11 +71,14 @@ impl TxnState {
     /// Back to the state of a fresh checkout, keeping allocations.
     pub fn reset(&mut self) {
         let queue = std::mem::take(&mut self.queue);
+        let replay = std::mem::take(&mut self.replay);
         *self = TxnState {
             queue,
+            replay,
             ..TxnState::default()
         };
         self.queue.clear();
+        self.replay.reset();
     }
 
     /// The connection holds nothing of this client's: no transaction, batch or partial message.
