@@ -153,6 +153,23 @@ fn reload(
                     }
                 }
             }
+            if new.client.refuse_pinning != current.client.refuse_pinning {
+                let refuse = new.client.refuse_pinning;
+                shared
+                    .refuse_pinning
+                    .store(refuse, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(refuse, "ClientSettings.RefusePinning changed");
+            }
+            let client_restart = crate::config::ClientSettings {
+                refuse_pinning: current.client.refuse_pinning,
+                ..new.client.clone()
+            };
+            if client_restart != current.client {
+                tracing::warn!("ClientSettings changed (other than RefusePinning), needs restart");
+            }
+            if new.auth_limit != current.auth_limit {
+                tracing::warn!("AuthLimitSettings changed, needs restart");
+            }
             let new = Arc::new(new);
             shared.registry.apply_config(new.clone(), server_tls);
             shared.admin.apply_config(new.clone());
@@ -206,6 +223,7 @@ pub async fn run(
         login_timeout: current.client.login_timeout,
         idle_timeout: current.client.idle_timeout,
         max_message: current.client.max_message_bytes as usize,
+        refuse_pinning: current.client.refuse_pinning.into(),
         limits: ClientLimits::new(
             current.client.max_client_conns,
             current.client.max_client_conns_per_tenant,

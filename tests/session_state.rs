@@ -142,3 +142,61 @@ async fn metrics(port: u16) -> String {
     s.read_to_string(&mut body).await.unwrap();
     body
 }
+
+#[tokio::test]
+async fn refuse_pinning_fails_pinning_sql_with_a_clear_error_and_keeps_the_session() {
+    let env = Env::start_with(&["st_refuse"], |c| {
+        c.pool = pool(1);
+        c.client.refuse_pinning = true;
+    })
+    .await;
+    let a = env.connect(env.tenant(0)).await;
+    let refused = |e: tokio_postgres::Error, what: &str| {
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{what}: {e}"));
+        assert_eq!(db.code().code(), "0A000", "{what}: {}", db.message());
+        assert!(
+            db.message().contains("RefusePinning"),
+            "{what}: {}",
+            db.message()
+        );
+    };
+    refused(a.batch_execute("LISTEN chan").await.unwrap_err(), "LISTEN");
+    refused(
+        a.batch_execute("CREATE TEMP TABLE scratch (x int)")
+            .await
+            .unwrap_err(),
+        "temp table",
+    );
+    // Extended protocol: the statement is prepared, refused when bound.
+    refused(
+        a.query("SELECT pg_advisory_lock($1)", &[&5i64])
+            .await
+            .unwrap_err(),
+        "advisory lock",
+    );
+    // Inside a transaction the refusal aborts it, as a server error would.
+    a.batch_execute("BEGIN").await.unwrap();
+    refused(
+        a.batch_execute("LISTEN chan").await.unwrap_err(),
+        "LISTEN in a transaction",
+    );
+    let aborted = a.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
+    a.batch_execute("ROLLBACK").await.unwrap();
+    // Nothing pinned: no pinned gauge, no session state on the server connection, and the
+    // client goes on sharing it.
+    let body = metrics(env.perseus.metrics_port()).await;
+    assert!(
+        body.lines()
+            .any(|l| l == "perseus_client_connections_pinned 0"),
+        "pinned gauge: {body}"
+    );
+    let b = env.connect(env.tenant(0)).await;
+    assert_eq!(
+        show(&b, "SELECT count(*) FROM pg_listening_channels()")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(show(&a, "SELECT v FROM t").await.as_deref(), Some("0"));
+}

@@ -217,6 +217,10 @@ pub struct ClientSettings {
     /// Largest client message accepted; a length field is untrusted input.
     #[serde(rename = "MaxMessageBytes")]
     pub max_message_bytes: u32,
+    /// Refuse, with SQLSTATE 0A000, SQL that would pin a client to its server connection
+    /// (LISTEN, temporary tables, session advisory locks...) instead of pinning it.
+    #[serde(rename = "RefusePinning")]
+    pub refuse_pinning: bool,
 }
 
 impl Default for ClientSettings {
@@ -227,6 +231,7 @@ impl Default for ClientSettings {
             max_client_conns_per_tenant: 0,
             idle_timeout: Duration::ZERO,
             max_message_bytes: 64 << 20,
+            refuse_pinning: false,
         }
     }
 }

@@ -319,6 +319,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             Admission::Shutdown => return Err(ClientError::Shutdown),
         };
         me.set_phase(Phase::Active);
+        st.refuse_pinning = shared
+            .refuse_pinning
+            .load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = prepare(pool, &mut conn, st).await {
             pool.release(conn, false);
             return Err(e);

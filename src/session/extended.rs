@@ -26,6 +26,9 @@ pub enum Mode {
     Swallow,
     /// The pooler answers with this one-byte-tag message when the entry reaches the front.
     Synthetic(u8),
+    /// The pooler made the server fail this message (it would have pinned the session while
+    /// pinning is refused); the server's error is replaced by one naming the reason.
+    Refused(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,8 @@ impl Entry {
 pub enum Action {
     Forward,
     Drop,
+    /// An error the pooler provoked: tell the client why instead.
+    Refused(&'static str),
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +124,10 @@ impl Pending {
             return Action::Forward;
         };
         if tag == b'E' {
+            let action = match front.mode {
+                Mode::Refused(reason) => Action::Refused(reason),
+                _ => Action::Forward,
+            };
             if front.expect != Expect::Ready {
                 while let Some(e) = self.queue.front() {
                     if e.expect == Expect::Ready {
@@ -129,7 +138,7 @@ impl Pending {
                 }
                 self.skipping = self.queue.is_empty();
             }
-            return Action::Forward;
+            return action;
         }
         if !terminal(front.expect, tag) {
             return Action::Forward;

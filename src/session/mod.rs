@@ -36,6 +36,8 @@ pub struct Shared {
     /// Disconnect clients idle this long between transactions; zero disables.
     pub idle_timeout: Duration,
     pub max_message: usize,
+    /// ClientSettings.RefusePinning, changed by SIGHUP.
+    pub refuse_pinning: std::sync::atomic::AtomicBool,
     pub limits: ClientLimits,
     /// Soft stop: clients leave at their next transaction boundary.
     pub shutdown: CancellationToken,

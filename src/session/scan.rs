@@ -106,11 +106,17 @@ pub fn scan_client(
             b'X' => return Ok(ClientScan::Terminate),
             b'Q' => {
                 let fx = sql::classify(frontend::query(body)?);
-                apply_effects(&fx, st, &mut srv);
                 st.unnamed = None;
                 t.pending += 1;
                 t.requests += 1;
                 t.unsynced = false;
+                if let Some(reason) = refusal(&fx, st) {
+                    // The server fails it, so the transaction state stays the server's.
+                    t.queue.push(refused(Expect::Ready, reason), to_client);
+                    to_server.extend_from_slice(REFUSED_QUERY);
+                    continue;
+                }
+                apply_effects(&fx, st, &mut srv);
                 simple(Expect::Ready, t, to_client);
                 to_server.extend_from_slice(&frame);
             }
@@ -152,6 +158,12 @@ pub fn scan_client(
                 } else {
                     st.stmts.get(stmt).map(|p| p.effects.clone())
                 };
+                if let Some(reason) = fx.as_ref().and_then(|fx| refusal(fx, st)) {
+                    t.queue.push(refused(Expect::Bind, reason), to_client);
+                    let prefix = &body[..portal.len() + 1];
+                    stmts::write_frame_with_name(to_server, b'B', prefix, REFUSED_STATEMENT, rest);
+                    continue;
+                }
                 if let Some(fx) = fx {
                     apply_effects(&fx, st, &mut srv);
                 }
@@ -197,6 +209,27 @@ pub fn scan_client(
             }
             _ => to_server.extend_from_slice(&frame),
         }
+    }
+}
+
+/// Sent instead of a query refused for pinning: it fails on the server at once, cheaply.
+const REFUSED_QUERY: &[u8] = b"Q\0\0\0\x14perseus_refused\0";
+/// Bound instead of a statement refused for pinning; no statement has this name.
+const REFUSED_STATEMENT: &[u8] = b"perseus_pinning_refused";
+
+/// Why SQL with these effects must not run: it would pin while pinning is refused.
+fn refusal(fx: &sql::Effects, st: &ClientState) -> Option<&'static str> {
+    match (fx.pin, st.refuse_pinning, st.pinned) {
+        (Some(reason), true, None) => Some(reason),
+        _ => None,
+    }
+}
+
+fn refused(expect: Expect, reason: &'static str) -> Entry {
+    Entry {
+        expect,
+        mode: Mode::Refused(reason),
+        parsed: None,
     }
 }
 
@@ -393,6 +426,13 @@ pub fn scan_server(
             }
             _ => {}
         }
+        if let Action::Refused(reason) = action {
+            let message = format!(
+                "{reason} is refused: it would pin this session to one server connection \
+                 (ClientSettings.RefusePinning is on)"
+            );
+            crate::proto::backend::error(out, "ERROR", "0A000", &message);
+        }
         if action == Action::Forward && !hide {
             out.extend_from_slice(&input[..h.frame_len]);
             if !matches!(h.tag, b'N' | b'S' | b'A' | b'E') {
@@ -566,6 +606,31 @@ mod tests {
             f.to_server.windows(2).any(|w| w == b"P\0"),
             "and parsed again"
         );
+    }
+
+    #[test]
+    fn pinning_sql_is_failed_on_the_server_and_explained_when_refused() {
+        let mut f = Fixture::new();
+        f.st.refuse_pinning = true;
+        f.client(&frame(b'Q', b"listen chan\0"));
+        assert_eq!(&f.to_server[..], &frame(b'Q', b"perseus_refused\0")[..]);
+        assert_eq!(f.st.pinned, None);
+        f.server(
+            &[
+                frame(b'E', b"SERROR\0C42601\0Msyntax\0\0"),
+                frame(b'Z', b"I"),
+            ]
+            .concat(),
+        );
+        assert!(f.to_client.windows(5).any(|w| w == b"0A000"));
+        assert!(f.to_client.windows(6).any(|w| w == b"LISTEN"));
+        // A prepared statement that would pin is bound to a statement that does not exist.
+        f.to_server.clear();
+        f.t = TxnState::default();
+        f.client(&frame(b'P', b"s1\0select pg_advisory_lock(1)\0\0\0"));
+        f.client(&[frame(b'B', b"\0s1\0\0\0\0\0\0\0"), frame(b'S', b"")].concat());
+        assert!(f.to_server.windows(23).any(|w| w == REFUSED_STATEMENT));
+        assert_eq!(f.st.pinned, None);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct ClientState {
     /// `wanted` as it was right after login, what RESET ALL returns to.
     pub startup_wanted: BTreeMap<String, String>,
     pub max_message: usize,
+    /// ClientSettings.RefusePinning as of this checkout.
+    pub refuse_pinning: bool,
 }
 
 /// Per-checkout protocol bookkeeping: when is the server connection free again?
