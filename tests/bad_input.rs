@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use support::TenantSpec;
 use support::datapath::{Env, pool};
-use support::wire::{Key, Msg, Wire, cancel_request};
+use support::wire::{Key, Msg, Wire, cancel_request, tags};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_MESSAGE: u32 = 64 * 1024;
@@ -505,4 +505,33 @@ async fn a_burst_of_garbage_connections_in_parallel() {
         still_serving(&env)
     );
     still_serving(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_disconnected_after_the_idle_timeout_and_active_ones_are_not() {
+    let env = Env::start_with(&["idle_a"], |config| {
+        config.pool = pool(2);
+        config.client.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut w = logged_in(&env, env.tenant(0)).await;
+    // Busy for three idle timeouts: every query restarts the clock.
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    let mut went_idle = Instant::now();
+    while Instant::now() < busy_until {
+        let got = w.query("SELECT 1").await;
+        went_idle = Instant::now();
+        assert!(tags(&got).ends_with("CZ"), "{got:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then idle: told why (57P05, as PostgreSQL's idle_session_timeout), then closed.
+    let m = w.recv().await.expect("an ErrorResponse before the close");
+    assert_eq!(m.tag, b'E', "{m:?}");
+    assert_eq!(m.code(), "57P05", "{}", m.message());
+    assert!(w.closed().await);
+    let took = went_idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "disconnected after {took:?}"
+    );
 }

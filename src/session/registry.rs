@@ -125,6 +125,8 @@ pub struct ClientRegistry {
     clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
     /// Sessions subscribe to this to wait for their tenant to be resumed.
     pause: watch::Sender<PauseSet>,
+    /// Whether any tenant is paused: the common case of none costs a transaction one load.
+    any_paused: std::sync::atomic::AtomicBool,
 }
 
 impl Default for ClientRegistry {
@@ -133,6 +135,7 @@ impl Default for ClientRegistry {
             next_id: AtomicU64::new(0),
             clients: Mutex::new(BTreeMap::new()),
             pause: watch::Sender::new(PauseSet::default()),
+            any_paused: false.into(),
         }
     }
 }
@@ -212,6 +215,7 @@ impl ClientRegistry {
                 p.tenants.insert(t.clone());
             }
         });
+        self.any_paused.store(true, Ordering::SeqCst);
     }
 
     /// Releases what [`ClientRegistry::pause`] holds: one tenant, or everything when None.
@@ -225,6 +229,11 @@ impl ClientRegistry {
                 }
             }
         });
+        let any = {
+            let p = self.pause.borrow();
+            p.all || !p.tenants.is_empty()
+        };
+        self.any_paused.store(any, Ordering::SeqCst);
     }
 
     /// Disconnects every client of `tenant`; returns how many were told to go.
@@ -242,6 +251,9 @@ impl ClientRegistry {
     /// The gate a session passes before each transaction: waits while the client's tenant is
     /// paused, unless the client is killed or the daemon stops meanwhile.
     pub async fn admit(&self, me: &ClientEntry, shutdown: &CancellationToken) -> Admission {
+        if !self.any_paused.load(Ordering::SeqCst) {
+            return Admission::Go;
+        }
         let mut rx = self.pause.subscribe();
         if !rx.borrow().is_paused(&me.db, &me.schema) {
             return Admission::Go;
