@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
 
 use super::SharedRef;
 use super::client::{fatal, serve};
@@ -67,6 +68,25 @@ pub async fn accept(mut tcp: TcpStream, peer: SocketAddr, shared: SharedRef) {
             }
         }
     }
+    // Boxed: a task is allocated at the size of its largest state for its whole life, and a
+    // TLS session (rustls state, its own session future) is far larger than a plaintext one,
+    // so inline it would make every plaintext client pay for it.
+    Box::pin(accept_tls(
+        tcp, bufs, acceptor, direct, peer, shared, deadline,
+    ))
+    .await;
+}
+
+/// The TLS half of [`accept`]: the handshake (negotiated or direct), then the StartupMessage.
+async fn accept_tls(
+    tcp: TcpStream,
+    mut bufs: ClientBufs,
+    acceptor: Option<TlsAcceptor>,
+    direct: bool,
+    peer: SocketAddr,
+    shared: SharedRef,
+    deadline: Instant,
+) {
     let Some(acceptor) = acceptor else {
         tracing::info!(%peer, "direct TLS attempted but TLS is disabled");
         return;

@@ -60,11 +60,16 @@ pub async fn serve<S>(
         return fatal(&mut s, &t.into()).await;
     }
     if shared.admin.is_console(&params) {
-        return crate::admin::serve(s, bufs, params, peer, shared, deadline).await;
+        // Boxed for the same reason as the login below: it is the rare path.
+        return Box::pin(crate::admin::serve(s, bufs, params, peer, shared, deadline)).await;
     }
     let started = Instant::now();
-    let login = tokio::time::timeout_at(deadline, login(&mut s, &mut bufs, params, &shared, peer));
-    let login = match login.await {
+    // Boxed so the login's state (directory lookup, scrypt wait, pool setup: kilobytes) is
+    // freed once it is done instead of sizing this task for the whole session.
+    let login = Box::pin(login(&mut s, &mut bufs, params, &shared, peer));
+    let login = tokio::time::timeout_at(deadline, login);
+    // Used in place, not taken apart: each part would be one more copy in this task's state.
+    let mut login = match login.await {
         Ok(Ok(Some(l))) => l,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -79,21 +84,19 @@ pub async fn serve<S>(
             return fatal(&mut s, &ClientError::LoginTimeout(shared.login_timeout)).await;
         }
     };
-    let Login {
-        _tenant_slot,
-        id,
-        pool,
-        state: mut st,
-    } = login;
     let _active = shared.metrics.client_connected();
     let cancel = shared.cancel.register();
-    let me = shared
-        .clients
-        .register(peer, &id.database, &id.schema, &id.user, pool.name());
+    let me = shared.clients.register(
+        peer,
+        &login.id.database,
+        &login.id.schema,
+        &login.id.user,
+        login.pool.name(),
+    );
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
-    for (name, default) in pool.startup_params() {
-        let value = st.wanted.get(&name).unwrap_or(&default);
+    for (name, default) in login.pool.startup_params() {
+        let value = login.state.wanted.get(&name).unwrap_or(&default);
         backend::parameter_status(&mut out, canonical(&name), value);
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
@@ -101,13 +104,15 @@ pub async fn serve<S>(
     if s.write_all(&out).await.is_err() {
         return;
     }
-    tracing::info!(%peer, db = %id.database, schema = %id.schema, user = %id.user,
-        pool = %pool.name(), login_ms = started.elapsed().as_millis() as u64, "client logged in");
+    // Not kept for the session: an idle client should hold no buffer.
+    drop(out);
+    tracing::info!(%peer, db = %login.id.database, schema = %login.id.schema, user = %login.id.user,
+        pool = %login.pool.name(), login_ms = started.elapsed().as_millis() as u64, "client logged in");
     let end = run(
         &mut s,
         &mut bufs,
-        &pool,
-        &mut st,
+        &login.pool,
+        &mut login.state,
         &shared,
         &cancel.slot,
         &me.entry,
@@ -117,7 +122,7 @@ pub async fn serve<S>(
         let _ = s.write_all(&bufs.output).await;
         fatal(&mut s, e).await;
     }
-    tracing::info!(%peer, db = %id.database, schema = %id.schema,
+    tracing::info!(%peer, db = %login.id.database, schema = %login.id.schema,
         secs = started.elapsed().as_secs_f64(), error = end.err().map(|e| e.to_string()),
         "client disconnected");
 }
@@ -135,8 +140,8 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     params: Vec<(String, String)>,
     shared: &'a Shared,
     peer: SocketAddr,
-) -> Result<Option<Login<'a>>, ClientError> {
-    let id = identify(&params)?;
+) -> Result<Option<Box<Login<'a>>>, ClientError> {
+    let mut id = identify(&params)?;
     if shared.shutdown.is_cancelled() {
         return Err(ClientError::Shutdown);
     }
@@ -216,19 +221,22 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
             state.wanted.insert(k, v);
         }
     }
-    state.wanted.extend(id.settings.clone());
+    // Moved, not cloned: `id` lives as long as the session and needs them no more.
+    state.wanted.extend(std::mem::take(&mut id.settings));
     if let Some(mut c) = conn.take() {
         let ready = prepare(&pool, &mut c, &mut state).await;
         pool.release(c, ready.is_ok());
         ready?;
     }
     state.startup_wanted = state.wanted.clone();
-    Ok(Some(Login {
+    // Boxed: it lives as long as the session, and inline it would be stored twice in the
+    // session's state (as this function's result and as the session's own).
+    Ok(Some(Box::new(Login {
         _tenant_slot: tenant_slot,
         id,
         pool,
         state,
-    }))
+    })))
 }
 
 /// Brings a checked-out connection to the client's schema and settings.

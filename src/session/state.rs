@@ -1,6 +1,7 @@
 //! What the pooler tracks about one client across the transactions it runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use super::extended::Pending;
@@ -11,7 +12,7 @@ use super::stmts::Prepared;
 pub struct ClientState {
     pub schema: String,
     /// Session settings (lower-case names) every server connection must carry for this client.
-    pub wanted: BTreeMap<String, String>,
+    pub wanted: Settings,
     /// The client's named prepared statements, by the client's name.
     pub stmts: HashMap<Vec<u8>, Arc<Prepared>>,
     /// The last unnamed Parse, replayed when a later batch binds it on another connection.
@@ -23,10 +24,53 @@ pub struct ClientState {
     /// The client ran RESET ALL / DISCARD ALL.
     pub reset_all: bool,
     /// `wanted` as it was right after login, what RESET ALL returns to.
-    pub startup_wanted: BTreeMap<String, String>,
+    pub startup_wanted: Settings,
     pub max_message: usize,
     /// ClientSettings.RefusePinning as of this checkout.
     pub refuse_pinning: bool,
+}
+
+/// Session settings by lower-case name, shared copy-on-write: right after login a client's
+/// `wanted` and `startup_wanted` are one map, and most clients never change a setting, so
+/// an idle client holds one copy instead of two. Reads go through `Deref`; any mutable use
+/// (`DerefMut`) first makes the map this owner's own.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settings(Arc<BTreeMap<String, String>>);
+
+impl Deref for Settings {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Settings {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<'a> IntoIterator for &'a Settings {
+    type Item = (&'a String, &'a String);
+    type IntoIter = btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Settings {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Settings(Arc::new(map))
+    }
+}
+
+impl Settings {
+    /// Whether `self` and `other` are the same shared map (no copy was made).
+    pub fn shares_with(&self, other: &Settings) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Per-checkout protocol bookkeeping: when is the server connection free again?
@@ -97,5 +141,44 @@ impl TxnState {
 impl ClientState {
     pub fn may_release(&self) -> bool {
         self.pinned.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+            .into()
+    }
+
+    #[test]
+    fn a_copy_is_shared_until_one_side_changes() {
+        let startup = settings(&[("application_name", "app"), ("timezone", "UTC")]);
+        let mut wanted = startup.clone();
+        assert!(wanted.shares_with(&startup));
+        assert_eq!(wanted.get("timezone").map(String::as_str), Some("UTC"));
+
+        wanted.insert("timezone".into(), "Europe/Paris".into());
+        assert!(
+            !wanted.shares_with(&startup),
+            "a change must not reach the other copy"
+        );
+        assert_eq!(startup.get("timezone").map(String::as_str), Some("UTC"));
+        assert_eq!(
+            wanted.get("timezone").map(String::as_str),
+            Some("Europe/Paris")
+        );
+
+        // Back to the startup values, as RESET ALL does.
+        wanted.retain(|k, _| k == "application_name");
+        for (k, v) in &startup {
+            wanted.insert(k.clone(), v.clone());
+        }
+        assert_eq!(wanted, startup);
     }
 }
