@@ -222,6 +222,7 @@ pub async fn run(
         cancel: CancelMap::default(),
         login_timeout: current.client.login_timeout,
         idle_timeout: current.client.idle_timeout,
+        idle_in_transaction_timeout: current.client.idle_in_transaction_timeout,
         max_message: current.client.max_message_bytes as usize,
         refuse_pinning: current.client.refuse_pinning.into(),
         limits: ClientLimits::new(

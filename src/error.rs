@@ -35,6 +35,8 @@ pub enum ClientError {
     TooManyClients(String),
     #[error("closing connection idle for more than {0:?}")]
     IdleTimeout(std::time::Duration),
+    #[error("terminating connection: idle in transaction for more than {0:?}")]
+    IdleInTransaction(std::time::Duration),
     #[error("login timed out after {0:?}")]
     LoginTimeout(std::time::Duration),
     #[error("expected {expected}, got message type {got:?}")]
@@ -62,6 +64,8 @@ impl ClientError {
             ClientError::TlsRequired => "28000",
             ClientError::TooManyClients(_) => "53300",
             ClientError::IdleTimeout(_) => "57P05",
+            // PostgreSQL's own code for idle_in_transaction_session_timeout.
+            ClientError::IdleInTransaction(_) => "25P03",
             ClientError::LoginTimeout(_) => "08P01",
             ClientError::NotSupported(_) => "0A000",
             ClientError::Throttled(_) => "28000",

@@ -535,3 +535,41 @@ async fn idle_clients_are_disconnected_after_the_idle_timeout_and_active_ones_ar
         "disconnected after {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_idle_in_a_transaction_is_cut_and_its_server_connection_freed() {
+    let env = Env::start_with(&["idle_txn"], |config| {
+        config.pool = pool(1);
+        config.client.idle_in_transaction_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stuck = logged_in(&env, env.tenant(0)).await;
+    assert!(tags(&stuck.query("BEGIN").await).ends_with("CZ"));
+    let got = stuck.query("INSERT INTO t VALUES (42)").await;
+    assert!(tags(&got).ends_with("CZ"), "{got:?}");
+    let began = Instant::now();
+    // The only server connection is held: another client waits until the stuck one is cut.
+    let other = env.connect(env.tenant(0)).await;
+    let rows = tokio::time::timeout(
+        Duration::from_secs(20),
+        other.query("SELECT v FROM t ORDER BY v", &[]),
+    )
+    .await
+    .expect("the pool was never freed")
+    .expect("query after the cut");
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "served after {waited:?}"
+    );
+    // The stuck transaction was rolled back, not committed.
+    let values: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(values, vec![0]);
+    let m = stuck
+        .recv()
+        .await
+        .expect("an ErrorResponse before the close");
+    assert_eq!(m.tag, b'E', "{m:?}");
+    assert_eq!(m.code(), "25P03", "{}", m.message());
+    assert!(stuck.closed().await);
+}

@@ -214,6 +214,10 @@ pub struct ClientSettings {
     /// A client idle (outside a transaction) this long is disconnected; 0 disables.
     #[serde(rename = "IdleTimeoutSecs", with = "secs")]
     pub idle_timeout: Duration,
+    /// A client silent this long while it holds a server connection (open transaction,
+    /// unfinished batch or message) is disconnected and the connection freed; 0 disables.
+    #[serde(rename = "IdleInTransactionTimeoutSecs", with = "secs")]
+    pub idle_in_transaction_timeout: Duration,
     /// Largest client message accepted; a length field is untrusted input.
     #[serde(rename = "MaxMessageBytes")]
     pub max_message_bytes: u32,
@@ -230,6 +234,7 @@ impl Default for ClientSettings {
             max_client_conns: 10_000,
             max_client_conns_per_tenant: 0,
             idle_timeout: Duration::ZERO,
+            idle_in_transaction_timeout: Duration::ZERO,
             max_message_bytes: 64 << 20,
             refuse_pinning: false,
         }

@@ -115,6 +115,11 @@ impl Config {
             "ClientSettings.IdleTimeoutSecs",
             self.client.idle_timeout,
         );
+        at_most(
+            &mut out,
+            "ClientSettings.IdleInTransactionTimeoutSecs",
+            self.client.idle_in_transaction_timeout,
+        );
         if !(1024..=(1 << 30)).contains(&self.client.max_message_bytes) {
             out.push(ConfigError::invalid(
                 "ClientSettings.MaxMessageBytes",

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::cancel::ServerKey;
 use super::checkout::{self, REPORTED_SETTABLE};
-use super::forward::{ClientBufs, Outcome, forward};
+use super::forward::{ClientBufs, IdleEnd, IdleLimits, Outcome, forward};
 use super::registry::{Admission, ClientEntry, Phase, say_killed};
 use super::startup::read_password;
 use super::state::ClientState;
@@ -271,6 +271,21 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), ClientError> {
     // Held while the session is pinned; it ends with the session.
     let mut pin_gauge = None;
+    // Built once per session, not per transaction: each registers with its notifier the
+    // first time it is polled and stays registered, so a transaction costs no lock there.
+    let shutdown = shared.shutdown.cancelled();
+    let hard_stop = shared.hard_stop.cancelled();
+    let killed = me.killed();
+    // One timer serves both idle limits: buffers shrink after IDLE_SHRINK, the client is
+    // disconnected after IdleTimeoutSecs. Moving a registered timer later is a lock-free
+    // update in tokio, so re-arming it every transaction is cheap.
+    let timer = tokio::time::sleep(IDLE_SHRINK);
+    tokio::pin!(shutdown, hard_stop, killed, timer);
+    let idle = shared.idle_timeout;
+    let limits = IdleLimits {
+        between: idle,
+        in_transaction: shared.idle_in_transaction_timeout,
+    };
     loop {
         if !bufs.output.is_empty() {
             if s.write_all(&bufs.output).await.is_err() {
@@ -280,6 +295,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             bufs.output.clear();
         }
         let mut shrunk = false;
+        let mut armed = false;
+        let since = Instant::now();
         while bufs.input.len() < 5 {
             if !shrunk && bufs.input.capacity() - bufs.input.len() < 1024 {
                 bufs.input.reserve(4096);
@@ -287,27 +304,31 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             if shared.shutdown.is_cancelled() {
                 return Err(ClientError::Shutdown);
             }
-            let idle = shared.idle_timeout;
-            let idle_limit = async {
-                if idle.is_zero() {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(idle).await
-                }
-            };
+            if !armed {
+                timer
+                    .as_mut()
+                    .reset(idle_deadline(since, shrunk, idle).into());
+                armed = true;
+            }
             tokio::select! {
-                _ = shared.shutdown.cancelled() => return Err(ClientError::Shutdown),
-                _ = idle_limit => return Err(ClientError::IdleTimeout(idle)),
-                _ = me.killed() => return say_killed(s).await,
+                biased;
                 r = s.read_buf(&mut bufs.input) => match r {
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(n) => shared.metrics.bytes_in(n),
                 },
-                // A client idle for a while gives its buffers back: thousands of idle
-                // clients should cost little memory.
-                _ = tokio::time::sleep(IDLE_SHRINK), if !shrunk => {
-                    bufs.shrink_idle();
-                    shrunk = true;
+                _ = &mut shutdown => return Err(ClientError::Shutdown),
+                _ = &mut killed => return say_killed(s).await,
+                _ = &mut timer => {
+                    if !idle.is_zero() && since.elapsed() >= idle {
+                        return Err(ClientError::IdleTimeout(idle));
+                    }
+                    if !shrunk {
+                        // A client idle for a while gives its buffers back: thousands of
+                        // idle clients should cost little memory.
+                        bufs.shrink_idle();
+                        shrunk = true;
+                    }
+                    armed = false;
                 }
             }
         }
@@ -321,7 +342,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let mut conn = match shared.clients.admit(me, &shared.shutdown).await {
             Admission::Go => tokio::select! {
                 c = timed_checkout(pool, &shared.metrics) => c?,
-                _ = me.killed() => return say_killed(s).await,
+                _ = &mut killed => return say_killed(s).await,
             },
             Admission::Killed => return say_killed(s).await,
             Admission::Shutdown => return Err(ClientError::Shutdown),
@@ -346,12 +367,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let outcome = tokio::select! {
-            o = forward(s, &mut conn, bufs, st, &shared.metrics, &mut on_pin) => o,
-            _ = shared.hard_stop.cancelled() => {
+            o = forward(s, &mut conn, bufs, st, &shared.metrics, limits, &mut on_pin) => o,
+            _ = &mut hard_stop => {
                 pool.discard(conn).await;
                 return Err(ClientError::Shutdown);
             }
-            _ = me.killed() => {
+            _ = &mut killed => {
                 // Cancel what still runs so the transaction ends with the client.
                 pool.discard(conn).await;
                 return say_killed(s).await;
@@ -381,6 +402,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 return Ok(());
             }
+            Outcome::Idle(end) => {
+                // The transaction (or pinned session) goes with the client; a statement
+                // still running on the server is cancelled.
+                tracing::info!(pool = %pool.name(), ?end, "client idle while holding a server connection");
+                pool.discard(conn).await;
+                return Err(match end {
+                    IdleEnd::InTransaction => ClientError::IdleInTransaction(limits.in_transaction),
+                    IdleEnd::Between => ClientError::IdleTimeout(limits.between),
+                });
+            }
             Outcome::ServerLost(e) => {
                 tracing::warn!(pool = %pool.name(), error = %e, "server connection lost mid-transaction");
                 pool.release(conn, false);
@@ -397,6 +428,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// When a client waiting for its next message hits an idle limit: buffer shrinking first
+/// (unless done), then the idle timeout (if any).
+fn idle_deadline(since: Instant, shrunk: bool, idle: std::time::Duration) -> Instant {
+    // Far enough never to fire, near enough not to overflow.
+    const NEVER: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
+    let limit = if idle.is_zero() { NEVER } else { idle };
+    since
+        + if shrunk {
+            limit
+        } else {
+            IDLE_SHRINK.min(limit)
+        }
 }
 
 /// A checkout, counted as a transaction, with the wait measured for the histogram.

@@ -1,7 +1,7 @@
 //! The transaction-mode I/O loop: while a client holds a server connection, move bytes both
 //! ways without blocking either direction on the other, until the connection is free again.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -42,6 +42,24 @@ pub enum Outcome {
     Protocol(ProtoError),
     /// The server sent something unframeable.
     ServerProtocol(ProtoError),
+    /// The client held the server connection silently past a limit.
+    Idle(IdleEnd),
+}
+
+/// Which limit a silent client holding a server connection ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleEnd {
+    /// Inside a transaction, batch or message: IdleInTransactionTimeoutSecs.
+    InTransaction,
+    /// A pinned client between transactions: IdleTimeoutSecs.
+    Between,
+}
+
+/// How long a client may keep a server connection waiting on it; zero means no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdleLimits {
+    pub between: std::time::Duration,
+    pub in_transaction: std::time::Duration,
 }
 
 impl ClientBufs {
@@ -106,9 +124,14 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     bufs: &mut ClientBufs,
     st: &mut ClientState,
     metrics: &Metrics,
+    limits: IdleLimits,
     on_pin: &mut (dyn FnMut(&'static str) + Send),
 ) -> Outcome {
     let mut pin_seen = st.pinned.is_some();
+    let watch_idle = !limits.between.is_zero() || !limits.in_transaction.is_zero();
+    let mut last_client = std::time::Instant::now();
+    // Made only when a client first keeps the connection waiting: most checkouts never do.
+    let mut idle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
     let ClientBufs {
         input,
@@ -216,6 +239,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Ready(Ok(n)) => {
                         progressed = true;
                         bytes_in += n;
+                        if watch_idle {
+                            last_client = std::time::Instant::now();
+                        }
                         match scan_client(input, client_out!(), t, st, view!()) {
                             Ok(ClientScan::Continue) => {}
                             Ok(ClientScan::Terminate) => terminated = true,
@@ -230,6 +256,25 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             if !progressed {
+                // The server owes nothing: the connection waits on the client alone.
+                if watch_idle && t.pending == 0 && t.queue.is_empty() && t.server_remaining == 0 {
+                    let (limit, end) = if t.at_boundary() {
+                        (limits.between, IdleEnd::Between)
+                    } else {
+                        (limits.in_transaction, IdleEnd::InTransaction)
+                    };
+                    if !limit.is_zero() {
+                        let deadline = tokio::time::Instant::from_std(last_client + limit);
+                        let timer = idle_timer
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        if timer.deadline() != deadline {
+                            timer.as_mut().reset(deadline);
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Outcome::Idle(end));
+                        }
+                    }
+                }
                 return Poll::Pending;
             }
         }

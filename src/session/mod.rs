@@ -35,6 +35,8 @@ pub struct Shared {
     pub login_timeout: Duration,
     /// Disconnect clients idle this long between transactions; zero disables.
     pub idle_timeout: Duration,
+    /// Disconnect clients silent this long while holding a server connection; zero disables.
+    pub idle_in_transaction_timeout: Duration,
     pub max_message: usize,
     /// ClientSettings.RefusePinning, changed by SIGHUP.
     pub refuse_pinning: std::sync::atomic::AtomicBool,
