@@ -114,3 +114,44 @@ async fn accept_tls(
         Ok(Ok(_)) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Size of the future an async fn of three arguments returns, without calling it.
+    fn future_size<A, B, C, F: Future>(_: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every client is one task, allocated at the size of its largest state for its whole
+    /// life, so an idle client costs at least this much. The login (6.5 KB) and the TLS
+    /// path (rustls state, 10 KB) once made it 15 KB; they are boxed, so a plaintext client's
+    /// task is about its session loop: 10 KB with deadpool's checkout future inline in it,
+    /// 5 KB with the slot pool's (debug build). The bound fails if either comes back inline.
+    #[test]
+    fn a_plaintext_client_task_stays_small() {
+        let size = future_size(accept);
+        assert!(
+            size <= 12 * 1024,
+            "the per-client task future is {size} bytes"
+        );
+    }
+
+    /// The TLS path is its own allocation: a plaintext client does not pay for it.
+    #[test]
+    fn the_tls_path_is_not_inline() {
+        fn serve_size<S, F: Future>(
+            _: impl Fn(S, ClientBufs, Vec<(String, String)>, SocketAddr, SharedRef, Instant) -> F,
+        ) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let accept = future_size(accept);
+        let serve = serve_size(serve::<TcpStream>);
+        assert!(
+            accept <= serve + 1024,
+            "accept's future ({accept} bytes) is much larger than a plaintext session's \
+             ({serve} bytes): is the TLS path inline again?"
+        );
+    }
+}
