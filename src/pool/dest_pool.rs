@@ -1,61 +1,140 @@
-//! One physical pool per destination, shared by every tenant routed there: checkout with a wait
-//! bound, release that keeps at most MaxIdle idle, reaping by idle time and lifetime.
+//! One physical pool per destination, shared by every tenant routed there: checkout that
+//! prefers a connection already on the tenant's schema, with a wait bound; release that hands a
+//! connection straight to a waiting checkout or keeps at most MaxIdle idle; reaping by idle time
+//! and lifetime; reloads that never fail a transaction in flight.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use deadpool::Runtime;
-use deadpool::managed::{Object, Pool, PoolError, QueueMode, TimeoutType, Timeouts};
-
 use super::destination::{DestKey, Destination};
-use super::gate::{Gate, GateError, Pass};
-use super::manager::ServerManager;
+use super::opener::Opener;
+use super::prepared::PreparedSet;
 use super::server::{ServerConn, ServerError};
+use super::slots::{Affine, Got, PoolStatus, Reservation, Slots, Take, WaitError};
 use super::stats::PoolStats;
 use super::tls::ServerTls;
 use crate::config::PoolSettings;
 
-/// A checked-out server connection and its MaxOpen slot; dropping it returns both.
+/// A server connection with what the pool needs to know to retire it. Boxed, so handing it
+/// around moves a pointer, not the connection.
+struct Tracked {
+    conn: ServerConn,
+    created: Instant,
+    /// When it was last given back.
+    idle_since: Instant,
+    /// The server TLS policy it was made under (see [`Opener::generation`]).
+    tls_generation: u64,
+}
+
+impl Affine for Tracked {
+    fn schema(&self) -> Option<&str> {
+        self.conn.schema.as_deref()
+    }
+}
+
+/// Whether `elapsed` reached `limit`, where 0 means no limit, as in the Go pool.
+fn past(elapsed: Duration, limit: Duration) -> bool {
+    !limit.is_zero() && elapsed >= limit
+}
+
+/// What the pool and the connections it lent out share.
+struct Home {
+    slots: Slots<Tracked>,
+    settings: RwLock<PoolSettings>,
+    opener: Opener,
+    stats: Arc<PoolStats>,
+}
+
+impl Home {
+    fn settings(&self) -> PoolSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A pooled connection about to be handed out, if still fit; closed otherwise.
+    fn vet_idle(&self, mut t: Box<Tracked>, s: &PoolSettings) -> Option<Box<Tracked>> {
+        let now = Instant::now();
+        if past(now.duration_since(t.created), s.max_lifetime) {
+            self.stats.note_lifetime_closed();
+        } else if past(now.duration_since(t.idle_since), s.max_idle_time) {
+            self.stats.note_idle_time_closed();
+        } else if t.tls_generation == self.opener.generation() && t.conn.idle_check() {
+            return Some(t);
+        }
+        self.slots.discard(t);
+        None
+    }
+
+    /// Takes a connection back. Anything not known clean, made under an older TLS policy or
+    /// past its lifetime is closed instead of pooled.
+    fn put_back(&self, mut t: Box<Tracked>, reusable: bool) {
+        let c = &t.conn;
+        if !reusable
+            || c.broken
+            || c.prepared.is_stale()
+            || t.tls_generation != self.opener.generation()
+        {
+            self.slots.discard(t);
+            return;
+        }
+        let now = Instant::now();
+        let lifetime = self
+            .settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .max_lifetime;
+        if past(now.duration_since(t.created), lifetime) {
+            self.stats.note_lifetime_closed();
+            self.slots.discard(t);
+            return;
+        }
+        t.idle_since = now;
+        self.slots.give_back(t);
+    }
+}
+
+/// A checked-out server connection; dropping it gives it back to the pool.
 pub struct PooledConn {
-    obj: Option<Object<ServerManager>>,
-    pass: Option<Pass>,
+    t: Option<Box<Tracked>>,
+    home: Arc<Home>,
 }
 
 impl std::ops::Deref for PooledConn {
     type Target = ServerConn;
     fn deref(&self) -> &ServerConn {
-        self.obj
+        &self
+            .t
             .as_ref()
-            .expect("a pooled connection holds its object until dropped")
+            .expect("a pooled connection holds its connection until dropped")
+            .conn
     }
 }
 
 impl std::ops::DerefMut for PooledConn {
     fn deref_mut(&mut self) -> &mut ServerConn {
-        self.obj
+        &mut self
+            .t
             .as_mut()
-            .expect("a pooled connection holds its object until dropped")
+            .expect("a pooled connection holds its connection until dropped")
+            .conn
     }
 }
 
 impl PooledConn {
-    /// Closes the connection instead of pooling it; the slot is freed on drop.
-    fn close(mut self) {
-        if let Some(obj) = self.obj.take() {
-            drop(Object::take(obj));
-        }
+    /// The connection, leaving nothing for drop to give back.
+    fn into_tracked(mut self) -> Option<Box<Tracked>> {
+        self.t.take()
     }
 }
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
-        let obj = self.obj.take();
-        match self.pass.take() {
-            Some(pass) => pass.leave(|keep| match obj {
-                Some(obj) if !keep => drop(Object::take(obj)),
-                other => drop(other),
-            }),
-            None => drop(obj),
+        if let Some(t) = self.t.take() {
+            self.home.put_back(t, true);
         }
     }
 }
@@ -74,16 +153,13 @@ pub struct DestPool {
     pub key: DestKey,
     /// `dest_host` and `dest_db` as the Go daemon labels its metrics.
     pub labels: (String, String),
-    /// deadpool only ever grows (see `gate.rs`); `gate` holds the current MaxOpen.
-    pool: Pool<ServerManager>,
-    gate: Arc<Gate>,
-    settings: Arc<RwLock<PoolSettings>>,
+    home: Arc<Home>,
     pub stats: Arc<PoolStats>,
     /// The ParameterStatus set of the first server connection, replayed to new clients.
     startup_params: Mutex<Vec<(String, String)>>,
     /// Ciphertexts known to decrypt to this pool's password. KMS ciphertexts are randomised,
     /// so every tenant row routed here carries a different one.
-    ciphertexts: Mutex<std::collections::HashSet<String>>,
+    ciphertexts: Mutex<HashSet<String>>,
 }
 
 impl DestPool {
@@ -95,32 +171,27 @@ impl DestPool {
         tls: Arc<ServerTls>,
     ) -> Arc<Self> {
         let stats = Arc::new(PoolStats::default());
-        let max = settings.max_open.max(1) as usize;
-        let settings = Arc::new(RwLock::new(settings));
-        let manager = ServerManager {
-            dest: Destination {
-                host: key.host.clone(),
-                port: key.port,
-                db: key.db.clone(),
-                user: key.user.clone(),
-                password,
-            },
-            settings: settings.clone(),
-            stats: stats.clone(),
-            tls: RwLock::new((tls, Instant::now())),
+        let dest = Destination {
+            host: key.host.clone(),
+            port: key.port,
+            db: key.db.clone(),
+            user: key.user.clone(),
+            password,
         };
-        let pool = Pool::builder(manager)
-            .max_size(max)
-            .queue_mode(QueueMode::Lifo)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .expect("a runtime is set, so building the pool cannot fail");
+        let home = Arc::new(Home {
+            slots: Slots::new(
+                settings.max_open as usize,
+                settings.max_idle as usize,
+                stats.clone(),
+            ),
+            settings: RwLock::new(settings),
+            opener: Opener::new(dest, tls),
+            stats: stats.clone(),
+        });
         Arc::new(DestPool {
             labels: (key.dest_host_label(), key.db.clone()),
             key,
-            pool,
-            gate: Gate::new(max),
-            settings,
+            home,
             stats,
             startup_params: Mutex::new(Vec::new()),
             ciphertexts: Mutex::new([ciphertext].into()),
@@ -136,7 +207,7 @@ impl DestPool {
 
     /// Accepts another ciphertext if it decrypts to the password this pool already uses.
     pub fn adopt_ciphertext(&self, ciphertext: &str, password: &str) -> bool {
-        if self.pool.manager().dest.password != password {
+        if self.home.opener.password() != password {
             return false;
         }
         self.ciphertexts
@@ -147,90 +218,123 @@ impl DestPool {
     }
 
     pub fn settings(&self) -> PoolSettings {
-        self.settings.read().expect("pool settings lock").clone()
+        self.home.settings()
     }
 
     pub fn name(&self) -> String {
         format!("{}/{}", self.labels.0, self.labels.1)
     }
 
-    /// deadpool's counts with the limit and the waiters of the MaxOpen gate.
-    pub fn status(&self) -> deadpool::Status {
-        let mut s = self.pool.status();
-        s.max_size = self.gate.max();
-        s.waiting += self.gate.waiting();
-        s
+    pub fn status(&self) -> PoolStatus {
+        self.home.slots.status()
     }
 
-    /// Hands out a healthy connection, waiting at most WaitTimeoutSecs.
-    pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
-        let s = self.settings();
-        let contended = self.gate.available() == 0;
-        let started = Instant::now();
-        let pass = match self.gate.enter(s.wait_timeout).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats
-                    .checkout_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if contended {
-                    self.stats.note_wait(started.elapsed());
-                }
-                return Err(match e {
-                    GateError::Timeout => CheckoutError::WaitTimeout {
-                        pool: self.name(),
-                        waited: started.elapsed(),
-                    },
-                    GateError::Closed => CheckoutError::Closed(self.name()),
-                });
-            }
-        };
-        // The slot is ours, so deadpool (never smaller than the gate) answers without waiting
-        // for anyone else; the bound is only a guard.
-        let timeouts = Timeouts {
-            wait: Some(
-                s.wait_timeout
-                    .saturating_sub(started.elapsed())
-                    .max(Duration::from_millis(1)),
-            ),
-            create: Some(s.conn_create_timeout),
-            recycle: None,
-        };
-        let res = self.pool.timeout_get(&timeouts).await;
-        if contended {
-            self.stats.note_wait(started.elapsed());
+    /// Hands out a healthy connection, preferring one already on `schema`, waiting at most
+    /// WaitTimeoutSecs when all MaxOpen are in use.
+    pub async fn checkout(&self, schema: &str) -> Result<PooledConn, CheckoutError> {
+        let mut waited = None;
+        let res = self.acquire(schema, &mut waited).await;
+        if let Some(waited) = waited {
+            self.stats.note_wait(waited);
         }
-        let conn = res.map_err(|e| {
-            self.stats
-                .checkout_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match e {
-                PoolError::Timeout(TimeoutType::Create) => CheckoutError::Server {
-                    pool: self.name(),
-                    source: ServerError::ConnectTimeout(s.conn_create_timeout),
-                },
-                PoolError::Timeout(_) => CheckoutError::WaitTimeout {
-                    pool: self.name(),
-                    waited: started.elapsed(),
-                },
-                PoolError::Backend(source) => CheckoutError::Server {
-                    pool: self.name(),
-                    source,
-                },
-                other => {
-                    tracing::warn!(error = ?other, "checkout failed");
-                    CheckoutError::Closed(self.name())
+        match &res {
+            Ok(c) => {
+                self.stats.checkouts.fetch_add(1, Relaxed);
+                if c.schema.as_deref() == Some(schema) {
+                    self.stats.affinity_hits.fetch_add(1, Relaxed);
                 }
             }
-        })?;
-        self.stats
-            .checkouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.remember_params(&conn);
-        Ok(PooledConn {
-            obj: Some(conn),
-            pass: Some(pass),
+            Err(_) => {
+                self.stats.checkout_errors.fetch_add(1, Relaxed);
+            }
+        }
+        res
+    }
+
+    /// [`DestPool::checkout`], setting `waited` to the time spent queued if it had to queue.
+    async fn acquire(
+        &self,
+        schema: &str,
+        waited: &mut Option<Duration>,
+    ) -> Result<PooledConn, CheckoutError> {
+        let home = &self.home;
+        let s = home.settings();
+        // Each unfit connection is closed before the next try, so this ends when the idle list
+        // runs out; the bound only guards against connections failing as fast as they come back.
+        for _ in 0..=s.max_open as usize * 2 {
+            let take = home
+                .slots
+                .take(schema)
+                .map_err(|_| CheckoutError::Closed(self.name()))?;
+            let t = match take {
+                Take::Idle(t) => t,
+                Take::Open(slot) => return self.open(slot, &s).await,
+                Take::Wait(waiting) => {
+                    let so_far = waited.unwrap_or_default();
+                    let started = Instant::now();
+                    let got = waiting.wait(s.wait_timeout.saturating_sub(so_far)).await;
+                    let total = so_far + started.elapsed();
+                    *waited = Some(total);
+                    match got {
+                        Ok(Got::Conn(t)) => t,
+                        Ok(Got::Open(slot)) => return self.open(slot, &s).await,
+                        Err(WaitError::Timeout) => {
+                            return Err(CheckoutError::WaitTimeout {
+                                pool: self.name(),
+                                waited: total,
+                            });
+                        }
+                        Err(WaitError::Closed) => return Err(CheckoutError::Closed(self.name())),
+                    }
+                }
+            };
+            // A connection handed over on release is vetted too: its socket may have turned
+            // unusable, or received bytes nobody asked for, since its last reply.
+            if let Some(t) = home.vet_idle(t, &s) {
+                return Ok(self.lend(t));
+            }
+        }
+        Err(CheckoutError::Server {
+            pool: self.name(),
+            source: ServerError::Io(std::io::Error::other(
+                "idle server connections keep failing their health check",
+            )),
         })
+    }
+
+    /// Opens a connection in a reserved slot; the slot is freed if that fails or the checkout
+    /// is dropped meanwhile.
+    async fn open(
+        &self,
+        slot: Reservation<'_, Tracked>,
+        s: &PoolSettings,
+    ) -> Result<PooledConn, CheckoutError> {
+        let (mut conn, tls_generation) = self
+            .home
+            .opener
+            .connect(s.conn_create_timeout)
+            .await
+            .map_err(|source| CheckoutError::Server {
+                pool: self.name(),
+                source,
+            })?;
+        conn.prepared = PreparedSet::new(s.max_prepared_statements as usize);
+        self.remember_params(&conn);
+        let now = Instant::now();
+        slot.fill();
+        Ok(self.lend(Box::new(Tracked {
+            conn,
+            created: now,
+            idle_since: now,
+            tls_generation,
+        })))
+    }
+
+    fn lend(&self, t: Box<Tracked>) -> PooledConn {
+        PooledConn {
+            t: Some(t),
+            home: self.home.clone(),
+        }
     }
 
     fn remember_params(&self, conn: &ServerConn) {
@@ -250,21 +354,12 @@ impl DestPool {
         self.startup_params.lock().expect("params lock").clone()
     }
 
-    /// Returns a connection. Anything not known clean is closed instead of pooled.
+    /// Returns a connection: to a waiting checkout, else idle. Anything not known clean is
+    /// closed instead of pooled.
     pub fn release(&self, conn: PooledConn, reusable: bool) {
-        if !reusable || conn.broken || conn.prepared.is_stale() {
-            conn.close();
-            return;
+        if let Some(t) = conn.into_tracked() {
+            self.home.put_back(t, reusable);
         }
-        let max_idle = self.settings.read().expect("pool settings lock").max_idle as usize;
-        if self.pool.status().available >= max_idle {
-            self.stats
-                .max_idle_closed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            conn.close();
-            return;
-        }
-        drop(conn);
     }
 
     /// Closes a connection that may be in the middle of a statement. A backend busy in a
@@ -272,7 +367,9 @@ impl DestPool {
     /// and locks until then; a CancelRequest (bounded by ConnCloseTimeoutSecs) stops it now.
     pub async fn discard(&self, conn: PooledConn) {
         let (addr, pid, secret) = (conn.addr, conn.backend_pid, conn.backend_secret);
-        conn.close();
+        if let Some(t) = conn.into_tracked() {
+            self.home.slots.discard(t);
+        }
         let limit = self.settings().conn_close_timeout;
         let sent = tokio::time::timeout(limit, send_cancel(addr, pid, secret)).await;
         if !matches!(sent, Ok(Ok(()))) {
@@ -282,27 +379,17 @@ impl DestPool {
 
     /// Closes idle connections past their idle time or lifetime, and any beyond MaxIdle.
     pub fn reap(&self) {
-        self.reap_keeping(self.settings().max_idle as usize);
-    }
-
-    /// [`DestPool::reap`] keeping at most `keep` idle connections.
-    fn reap_keeping(&self, mut keep: usize) {
         let s = self.settings();
+        let now = Instant::now();
         let stats = &self.stats;
-        self.pool.retain(|_, m| {
-            if m.age() >= s.max_lifetime {
+        self.home.slots.prune(|t| {
+            if past(now.duration_since(t.created), s.max_lifetime) {
                 stats.note_lifetime_closed();
                 false
-            } else if m.last_used() >= s.max_idle_time {
+            } else if past(now.duration_since(t.idle_since), s.max_idle_time) {
                 stats.note_idle_time_closed();
                 false
-            } else if keep == 0 {
-                stats
-                    .max_idle_closed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
             } else {
-                keep -= 1;
                 true
             }
         });
@@ -310,31 +397,29 @@ impl DestPool {
 
     /// Applies reloaded settings: resizing never interrupts a connection in use.
     pub fn apply_settings(&self, s: PoolSettings) {
-        let max = s.max_open.max(1) as usize;
-        let max_idle = s.max_idle as usize;
-        *self.settings.write().expect("pool settings lock") = s;
-        if max > self.pool.status().max_size {
-            self.pool.resize(max);
-        }
-        self.gate.resize(max);
-        // Idle connections may fill only the slots the new limit leaves free; busy ones over
-        // it are closed as they come back (the gate's debt).
-        self.reap_keeping(max_idle.min(self.gate.available()));
+        let (max_open, max_idle) = (s.max_open as usize, s.max_idle as usize);
+        *self
+            .home
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = s;
+        self.home.slots.resize(max_open, max_idle);
+        self.reap();
     }
 
     /// Installs a reloaded server TLS policy. When its settings differ, idle connections made
     /// under the old one are closed now and busy ones are not reused; returns whether they did.
     pub fn set_tls(&self, tls: Arc<ServerTls>) -> bool {
-        let changed = self.pool.manager().set_tls(tls);
+        let changed = self.home.opener.set_tls(tls);
         if changed {
-            self.pool.retain(|_, _| false);
+            let current = self.home.opener.generation();
+            self.home.slots.prune(|t| t.tls_generation == current);
         }
         changed
     }
 
     pub fn close(&self) {
-        self.gate.close();
-        self.pool.close();
+        self.home.slots.close();
     }
 }
 

@@ -1,12 +1,12 @@
-//! Server-side pooling: raw server connections, one deadpool pool per destination, the registry.
+//! Server-side pooling: raw server connections, one pool per destination, the registry.
 
 pub mod dest_pool;
 pub mod destination;
-pub mod gate;
-pub mod manager;
+pub mod opener;
 pub mod prepared;
 pub mod registry;
 pub mod server;
+pub mod slots;
 pub mod stats;
 pub mod stream;
 pub mod tls;
@@ -15,5 +15,6 @@ pub use dest_pool::{CheckoutError, DestPool, PooledConn};
 pub use destination::{DestKey, Destination};
 pub use registry::{Registry, RouteError};
 pub use server::{ServerConn, ServerError};
+pub use slots::PoolStatus;
 pub use stream::ServerStream;
 pub use tls::{ServerTls, ServerTlsError, ServerTlsSet};

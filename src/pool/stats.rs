@@ -14,6 +14,8 @@ pub struct PoolStats {
     pub search_path_sets: AtomicU64,
     pub param_sets: AtomicU64,
     pub checkout_errors: AtomicU64,
+    /// Checkouts handed a connection already on the tenant's schema (no `SET search_path`).
+    pub affinity_hits: AtomicU64,
 }
 
 impl PoolStats {

@@ -214,7 +214,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     let mut conn = if known && only_reported {
         None
     } else {
-        Some(pool.checkout().await?)
+        Some(pool.checkout(&id.schema).await?)
     };
     for (k, v) in pool.startup_params() {
         if REPORTED_SETTABLE.contains(&k.as_str()) {
@@ -341,7 +341,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         me.set_phase(Phase::Waiting);
         let mut conn = match shared.clients.admit(me, &shared.shutdown).await {
             Admission::Go => tokio::select! {
-                c = timed_checkout(pool, &shared.metrics) => c?,
+                c = timed_checkout(pool, &st.schema, &shared.metrics) => c?,
                 _ = &mut killed => return say_killed(s).await,
             },
             Admission::Killed => return say_killed(s).await,
@@ -447,11 +447,12 @@ fn idle_deadline(since: Instant, shrunk: bool, idle: std::time::Duration) -> Ins
 /// A checkout, counted as a transaction, with the wait measured for the histogram.
 async fn timed_checkout(
     pool: &DestPool,
+    schema: &str,
     metrics: &crate::metrics::Metrics,
 ) -> Result<PooledConn, crate::pool::CheckoutError> {
     let _waiting = metrics.waiting_for_server();
     let started = Instant::now();
-    let conn = pool.checkout().await;
+    let conn = pool.checkout(schema).await;
     metrics.checkout_wait(started.elapsed());
     if conn.is_ok() {
         metrics.transaction();

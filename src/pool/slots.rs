@@ -1,0 +1,429 @@
+//! The core of a destination pool, behind one short lock: idle connections (least recently used
+//! first), the queue of checkouts waiting for one, and the MaxOpen count. Generic over the
+//! connection so its rules (schema affinity, hand-off, MaxOpen below use) are tested without a
+//! server.
+//!
+//! `open` counts every connection that exists or is being opened: idle, in use, or reserved by a
+//! checkout that is connecting. MaxOpen can drop below it on reload; the surplus is repaid by
+//! closing connections as they come back, so no transaction in flight fails. Waiting checkouts
+//! exist only while nothing is idle: a returned connection goes straight to a waiter, and a freed
+//! slot lets the oldest waiter open a new one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::stats::PoolStats;
+
+/// What the pool needs to know of a connection: the schema its search_path is on, if known.
+pub trait Affine {
+    fn schema(&self) -> Option<&str>;
+}
+
+/// How long the oldest waiter may be passed over for younger ones whose schema a returned
+/// connection is already on. Affinity saves the connection one `SET search_path` round trip
+/// (well under a millisecond on a LAN); making one client wait many times that for it would
+/// cost that client more than anyone saves. When tenants are hot, transactions are short and
+/// connections come back every few hundred microseconds, so a waiter on a hot tenant's schema
+/// usually gets one of its own long before this; the guard only bounds the tail. With long
+/// transactions every waiter is past it, the hand-off is plain FIFO, and a `SET` is then
+/// negligible next to the transaction anyway. A bound in time rather than in times passed over
+/// keeps the worst extra wait the same whatever the release rate.
+pub const PASS_OVER_LIMIT: Duration = Duration::from_millis(5);
+
+/// The pool is closed: no checkout succeeds any more.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitError {
+    Timeout,
+    Closed,
+}
+
+/// Counts at one instant, for the admin console and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max_open: usize,
+    /// Idle, in use, and being opened.
+    pub open: usize,
+    pub idle: usize,
+    pub in_use: usize,
+    pub waiting: usize,
+}
+
+pub struct Slots<C> {
+    state: Mutex<State<C>>,
+    stats: Arc<PoolStats>,
+    pass_over: Duration,
+}
+
+struct State<C> {
+    /// Least recently used first: checkouts look from the end.
+    idle: Vec<Box<C>>,
+    /// Oldest first.
+    waiters: VecDeque<Waiter<C>>,
+    open: usize,
+    max_open: usize,
+    max_idle: usize,
+    closed: bool,
+    next_id: u64,
+}
+
+struct Waiter<C> {
+    id: u64,
+    schema: Box<str>,
+    since: Instant,
+    tx: oneshot::Sender<Grant<C>>,
+}
+
+/// What a waiter is handed: a connection, or a slot to open one in.
+enum Grant<C> {
+    Conn(Box<C>),
+    Open,
+}
+
+/// The outcome of [`Slots::take`].
+pub enum Take<'a, C: Affine> {
+    /// Idle until now; the caller vets it and [`Slots::discard`]s it if unfit.
+    Idle(Box<C>),
+    /// A slot for a new connection.
+    Open(Reservation<'a, C>),
+    /// Nothing free: the checkout is queued.
+    Wait(Waiting<'a, C>),
+}
+
+/// What a queued checkout ends up with.
+pub enum Got<'a, C: Affine> {
+    /// Just released by its last user and already vetted then.
+    Conn(Box<C>),
+    Open(Reservation<'a, C>),
+}
+
+impl<C: Affine> Slots<C> {
+    pub fn new(max_open: usize, max_idle: usize, stats: Arc<PoolStats>) -> Self {
+        Self::with_pass_over(max_open, max_idle, stats, PASS_OVER_LIMIT)
+    }
+
+    pub fn with_pass_over(
+        max_open: usize,
+        max_idle: usize,
+        stats: Arc<PoolStats>,
+        pass_over: Duration,
+    ) -> Self {
+        Slots {
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                waiters: VecDeque::new(),
+                open: 0,
+                max_open: max_open.max(1),
+                max_idle,
+                closed: false,
+                next_id: 0,
+            }),
+            stats,
+            pass_over,
+        }
+    }
+
+    /// The state stays consistent between statements, so a panic elsewhere while holding the
+    /// lock (there is none that can) must not wedge every later checkout.
+    fn lock(&self) -> MutexGuard<'_, State<C>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection on `schema`, else the most recently used idle
+    /// one, else a slot to open one, else a place in the queue.
+    pub fn take(&self, schema: &str) -> Result<Take<'_, C>, Closed> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Closed);
+        }
+        let same = st.idle.iter().rposition(|c| c.schema() == Some(schema));
+        if let Some(at) = same.or_else(|| st.idle.len().checked_sub(1)) {
+            return Ok(Take::Idle(st.idle.remove(at)));
+        }
+        if st.open < st.max_open {
+            st.open += 1;
+            return Ok(Take::Open(Reservation::new(self)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.waiters.push_back(Waiter {
+            id,
+            schema: schema.into(),
+            since: Instant::now(),
+            tx,
+        });
+        Ok(Take::Wait(Waiting {
+            slots: self,
+            id,
+            rx,
+            settled: false,
+        }))
+    }
+
+    /// Returns a connection fit for reuse (the caller closes unfit ones with [`Slots::discard`]):
+    /// to a waiter, else to the idle list, unless MaxOpen was lowered below use, the idle list
+    /// is full or the pool is closed, when it is closed.
+    pub fn give_back(&self, conn: Box<C>) {
+        let surplus = self.lock().settle(conn, self.pass_over, &self.stats);
+        // Closing writes to the socket: not under the lock.
+        drop(surplus);
+    }
+
+    /// Closes a connection taken from the pool; its slot goes to the oldest waiter, if any.
+    pub fn discard(&self, conn: Box<C>) {
+        drop(conn);
+        self.forfeit();
+    }
+
+    /// Frees one slot (a connection closed or never opened).
+    fn forfeit(&self) {
+        let mut st = self.lock();
+        st.shed(1);
+        st.grant_openings(self.pass_over);
+    }
+
+    /// Applies a new MaxOpen and MaxIdle. Idle connections may fill only the slots the new
+    /// limit leaves free next to those in use; connections in use over it are closed as they
+    /// come back. Growing first absorbs that surplus, then lets waiters open connections.
+    pub fn resize(&self, max_open: usize, max_idle: usize) {
+        let surplus = {
+            let mut st = self.lock();
+            st.max_open = max_open.max(1);
+            st.max_idle = max_idle;
+            let in_use = st.open - st.idle.len();
+            let keep = max_idle.min(st.max_open.saturating_sub(in_use));
+            let surplus = st.trim_idle(keep);
+            self.stats
+                .max_idle_closed
+                .fetch_add(surplus.len() as u64, Relaxed);
+            st.grant_openings(self.pass_over);
+            surplus
+        };
+        drop(surplus);
+    }
+
+    /// Closes the idle connections `keep` refuses, then the least recently used beyond MaxIdle.
+    /// `keep` runs under the lock: it must be quick and must not touch the pool.
+    pub fn prune(&self, mut keep: impl FnMut(&C) -> bool) {
+        let gone = {
+            let mut st = self.lock();
+            let gone: Vec<Box<C>> = st.idle.extract_if(.., |c| !keep(c)).collect();
+            st.shed(gone.len());
+            let max_idle = st.max_idle;
+            let trimmed = st.trim_idle(max_idle);
+            self.stats
+                .max_idle_closed
+                .fetch_add(trimmed.len() as u64, Relaxed);
+            st.grant_openings(self.pass_over);
+            (gone, trimmed)
+        };
+        drop(gone);
+    }
+
+    /// Wakes every waiter with [`WaitError::Closed`] and closes the idle connections; those in
+    /// use are closed as they come back.
+    pub fn close(&self) {
+        let (idle, waiters) = {
+            let mut st = self.lock();
+            st.closed = true;
+            let idle = std::mem::take(&mut st.idle);
+            st.shed(idle.len());
+            (idle, std::mem::take(&mut st.waiters))
+        };
+        // A dropped sender wakes its waiter with an error.
+        drop(waiters);
+        drop(idle);
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let st = self.lock();
+        PoolStatus {
+            max_open: st.max_open,
+            open: st.open,
+            idle: st.idle.len(),
+            in_use: st.open - st.idle.len(),
+            waiting: st.waiters.len(),
+        }
+    }
+
+    /// Puts back what a waiter that gave up was handed.
+    fn refund(&self, grant: Grant<C>) {
+        match grant {
+            Grant::Conn(conn) => self.give_back(conn),
+            Grant::Open => self.forfeit(),
+        }
+    }
+}
+
+impl<C: Affine> State<C> {
+    fn shed(&mut self, n: usize) {
+        debug_assert!(self.open >= n, "more connections closed than open");
+        self.open = self.open.saturating_sub(n);
+    }
+
+    /// Where a returned connection goes; returns it when it must be closed.
+    fn settle(&mut self, conn: Box<C>, pass_over: Duration, stats: &PoolStats) -> Option<Box<C>> {
+        if self.closed || self.open > self.max_open {
+            self.shed(1);
+            return Some(conn);
+        }
+        match self.deliver(Grant::Conn(conn), pass_over) {
+            None => None,
+            // Only what was offered comes back; a bare slot would just be freed.
+            Some(Grant::Open) => {
+                self.shed(1);
+                None
+            }
+            Some(Grant::Conn(conn)) if self.idle.len() < self.max_idle => {
+                self.idle.push(conn);
+                None
+            }
+            Some(Grant::Conn(conn)) => {
+                self.shed(1);
+                stats.max_idle_closed.fetch_add(1, Relaxed);
+                Some(conn)
+            }
+        }
+    }
+
+    /// Hands `grant` to a waiter; returns it when no waiter is left. A connection goes to the
+    /// oldest waiter on its schema, else to the oldest; a slot to open one goes to the oldest.
+    fn deliver(&mut self, mut grant: Grant<C>, pass_over: Duration) -> Option<Grant<C>> {
+        // Bounded: each round removes a waiter.
+        while !self.waiters.is_empty() {
+            let at = match &grant {
+                Grant::Conn(c) => self.pick(c.schema(), pass_over),
+                Grant::Open => 0,
+            };
+            let Some(w) = self.waiters.remove(at) else {
+                break;
+            };
+            // A waiter still queued has its receiver: a waiter that gives up leaves the queue
+            // under this lock before dropping it. A failed send is still not a lost grant.
+            match w.tx.send(grant) {
+                Ok(()) => return None,
+                Err(back) => grant = back,
+            }
+        }
+        Some(grant)
+    }
+
+    /// The waiter a connection on `schema` goes to.
+    fn pick(&self, schema: Option<&str>, pass_over: Duration) -> usize {
+        let (Some(schema), Some(oldest)) = (schema, self.waiters.front()) else {
+            return 0;
+        };
+        if &*oldest.schema == schema || oldest.since.elapsed() >= pass_over {
+            return 0;
+        }
+        self.waiters
+            .iter()
+            .position(|w| &*w.schema == schema)
+            .unwrap_or(0)
+    }
+
+    /// Lets the oldest waiters open connections in the slots free under MaxOpen.
+    fn grant_openings(&mut self, pass_over: Duration) {
+        while !self.closed && self.open < self.max_open && !self.waiters.is_empty() {
+            self.open += 1;
+            if self.deliver(Grant::Open, pass_over).is_some() {
+                self.shed(1);
+            }
+        }
+    }
+
+    /// Removes the least recently used idle connections beyond `keep`.
+    fn trim_idle(&mut self, keep: usize) -> Vec<Box<C>> {
+        let cut = self.idle.len().saturating_sub(keep);
+        self.shed(cut);
+        self.idle.drain(..cut).collect()
+    }
+}
+
+/// A slot reserved for a connection being opened; dropped unfilled, it is freed.
+pub struct Reservation<'a, C: Affine> {
+    slots: &'a Slots<C>,
+    armed: bool,
+}
+
+impl<'a, C: Affine> Reservation<'a, C> {
+    fn new(slots: &'a Slots<C>) -> Self {
+        Reservation { slots, armed: true }
+    }
+
+    /// The connection opened: the slot is now its own, given back with it.
+    pub fn fill(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<C: Affine> Drop for Reservation<'_, C> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.slots.forfeit();
+        }
+    }
+}
+
+/// A queued checkout. Dropped before it is served (timed out, client gone), it leaves the
+/// queue; whatever was handed to it meanwhile goes back to the pool.
+pub struct Waiting<'a, C: Affine> {
+    slots: &'a Slots<C>,
+    id: u64,
+    rx: oneshot::Receiver<Grant<C>>,
+    settled: bool,
+}
+
+impl<'a, C: Affine> Waiting<'a, C> {
+    /// Waits at most `limit` to be served.
+    pub async fn wait(mut self, limit: Duration) -> Result<Got<'a, C>, WaitError> {
+        let outcome = tokio::time::timeout(limit, &mut self.rx).await;
+        self.settled = true;
+        let grant = match outcome {
+            Ok(Ok(grant)) => grant,
+            Ok(Err(_)) => return Err(WaitError::Closed),
+            // Served just as time ran out: take it rather than hand it back.
+            Err(_) => self.withdraw()?.ok_or(WaitError::Timeout)?,
+        };
+        Ok(match grant {
+            Grant::Conn(conn) => Got::Conn(conn),
+            Grant::Open => Got::Open(Reservation::new(self.slots)),
+        })
+    }
+
+    /// Leaves the queue. Returns what was handed over before that, if anything.
+    fn withdraw(&mut self) -> Result<Option<Grant<C>>, WaitError> {
+        {
+            let mut st = self.slots.lock();
+            if let Some(at) = st.waiters.iter().position(|w| w.id == self.id) {
+                st.waiters.remove(at);
+                return Ok(None);
+            }
+        }
+        // Out of the queue, so either served (every send happens under the lock, so it has
+        // landed) or the pool closed.
+        self.rx.try_recv().map(Some).map_err(|_| WaitError::Closed)
+    }
+}
+
+impl<C: Affine> Drop for Waiting<'_, C> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Ok(Some(grant)) = self.withdraw() {
+            self.slots.refund(grant);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "slots_tests.rs"]
+mod tests;

@@ -1,0 +1,360 @@
+//! Unit tests of the pool core on dummy connections: affinity, hand-off and its fairness guard,
+//! waiters that give up, MaxOpen shrinking below use and growing, closing.
+
+use super::*;
+
+const NOW: Duration = Duration::from_millis(1);
+const LONG: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+struct Dummy {
+    id: u32,
+    schema: Option<String>,
+}
+
+impl Affine for Dummy {
+    fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+}
+
+fn slots(max_open: usize, max_idle: usize) -> Slots<Dummy> {
+    Slots::with_pass_over(max_open, max_idle, Arc::default(), LONG)
+}
+
+/// Opens a connection in a free slot, as a checkout would.
+fn open(s: &Slots<Dummy>, id: u32, schema: &str) -> Box<Dummy> {
+    match s.take(schema) {
+        Ok(Take::Open(r)) => r.fill(),
+        _ => panic!("expected a free slot for connection {id}"),
+    }
+    Box::new(Dummy {
+        id,
+        schema: Some(schema.to_owned()),
+    })
+}
+
+fn idle(s: &Slots<Dummy>, schema: &str) -> Box<Dummy> {
+    match s.take(schema) {
+        Ok(Take::Idle(c)) => c,
+        _ => panic!("expected an idle connection for {schema}"),
+    }
+}
+
+fn queue<'a>(s: &'a Slots<Dummy>, schema: &str) -> Waiting<'a, Dummy> {
+    match s.take(schema) {
+        Ok(Take::Wait(w)) => w,
+        _ => panic!("expected to wait for {schema}"),
+    }
+}
+
+/// The connection a waiter was handed, if it was handed one already.
+async fn served(w: Waiting<'_, Dummy>) -> Option<u32> {
+    match w.wait(NOW).await {
+        Ok(Got::Conn(c)) => Some(c.id),
+        Ok(Got::Open(_)) => panic!("expected a connection, got a slot"),
+        Err(WaitError::Timeout) => None,
+        Err(WaitError::Closed) => panic!("pool closed"),
+    }
+}
+
+/// Asserts a waiter was handed a slot, and opens a connection in it.
+async fn slot_granted(w: Waiting<'_, Dummy>) {
+    match w.wait(NOW).await {
+        Ok(Got::Open(r)) => r.fill(),
+        _ => panic!("expected a slot to open a connection in"),
+    }
+}
+
+fn counts(s: &Slots<Dummy>) -> (usize, usize, usize) {
+    let st = s.status();
+    assert_eq!(st.in_use, st.open - st.idle);
+    (st.open, st.idle, st.waiting)
+}
+
+#[tokio::test]
+async fn a_checkout_prefers_an_idle_connection_on_its_schema_most_recent_first() {
+    let s = slots(4, 4);
+    let (a1, b, a2) = (open(&s, 1, "a"), open(&s, 2, "b"), open(&s, 3, "a"));
+    for c in [a1, b, a2] {
+        s.give_back(c);
+    }
+    assert_eq!(idle(&s, "a").id, 3);
+    assert_eq!(idle(&s, "a").id, 1);
+    // None on "c": the most recently used of the rest.
+    assert_eq!(idle(&s, "c").id, 2);
+    assert!(matches!(s.take("c"), Ok(Take::Open(_))));
+}
+
+#[tokio::test]
+async fn a_returned_connection_goes_to_the_oldest_waiter_on_its_schema() {
+    let s = slots(2, 2);
+    let (x, y) = (open(&s, 1, "x"), open(&s, 2, "b"));
+    let (a, b1, b2) = (queue(&s, "a"), queue(&s, "b"), queue(&s, "b"));
+    s.give_back(y);
+    assert_eq!(counts(&s), (2, 0, 2));
+    assert_eq!(served(b1).await, Some(2));
+    // No waiter on "x": the oldest waiter gets it.
+    s.give_back(x);
+    assert_eq!(served(a).await, Some(1));
+    assert_eq!(served(b2).await, None);
+    assert_eq!(counts(&s), (2, 0, 0));
+}
+
+#[tokio::test]
+async fn a_waiter_passed_over_too_long_gets_the_next_connection_whatever_its_schema() {
+    let guard = Duration::from_secs(10);
+    let s = Slots::with_pass_over(2, 2, Arc::default(), guard);
+    let (x, y) = (open(&s, 1, "b"), open(&s, 2, "b"));
+    let a = queue(&s, "a");
+    let b = queue(&s, "b");
+    s.give_back(x);
+    assert_eq!(
+        served(b).await,
+        Some(1),
+        "affinity passes the fresh waiter over"
+    );
+    let c = queue(&s, "b");
+    // The oldest waiter has now waited longer than the guard allows.
+    if let Some(w) = s.lock().waiters.front_mut() {
+        w.since = Instant::now().checked_sub(guard).expect("clock far enough");
+    }
+    s.give_back(y);
+    assert_eq!(served(a).await, Some(2));
+    assert_eq!(served(c).await, None);
+}
+
+#[tokio::test]
+async fn with_no_affinity_window_the_oldest_waiter_is_always_served_first() {
+    let s = Slots::with_pass_over(1, 1, Arc::default(), Duration::ZERO);
+    let x = open(&s, 1, "b");
+    let (a, b) = (queue(&s, "a"), queue(&s, "b"));
+    s.give_back(x);
+    assert_eq!(served(a).await, Some(1));
+    assert_eq!(served(b).await, None);
+}
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_as_it_is_served_does_not_lose_the_connection() {
+    let s = slots(1, 1);
+    let x = open(&s, 7, "a");
+    let w = queue(&s, "a");
+    s.give_back(x);
+    // The client went away with the connection already handed over.
+    drop(w);
+    assert_eq!(counts(&s), (1, 1, 0));
+    assert_eq!(idle(&s, "a").id, 7);
+}
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_with_a_slot_frees_it() {
+    let s = slots(1, 1);
+    let x = open(&s, 1, "a");
+    let w = queue(&s, "a");
+    s.discard(x);
+    assert_eq!(counts(&s), (1, 0, 0), "the slot went to the waiter");
+    drop(w);
+    assert_eq!(counts(&s), (0, 0, 0));
+    open(&s, 2, "a");
+}
+
+#[tokio::test]
+async fn a_timed_out_waiter_leaves_the_queue_and_the_next_return_goes_idle() {
+    let s = slots(1, 1);
+    let x = open(&s, 1, "a");
+    assert!(matches!(
+        queue(&s, "a").wait(NOW).await,
+        Err(WaitError::Timeout)
+    ));
+    assert_eq!(counts(&s), (1, 0, 0));
+    s.give_back(x);
+    assert_eq!(counts(&s), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_closed_connection_lets_the_oldest_waiter_open_one() {
+    let s = slots(1, 1);
+    let x = open(&s, 1, "a");
+    let (w1, w2) = (queue(&s, "a"), queue(&s, "b"));
+    s.discard(x);
+    slot_granted(w1).await;
+    assert!(matches!(w2.wait(NOW).await, Err(WaitError::Timeout)));
+    assert_eq!(counts(&s), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn beyond_max_idle_a_returned_connection_is_closed_and_counted() {
+    let s = slots(3, 1);
+    let (a, b) = (open(&s, 1, "a"), open(&s, 2, "a"));
+    s.give_back(a);
+    s.give_back(b);
+    assert_eq!(counts(&s), (1, 1, 0));
+    assert_eq!(PoolStats::get(&s.stats.max_idle_closed), 1);
+}
+
+#[tokio::test]
+async fn shrinking_below_use_is_repaid_by_returns() {
+    let s = slots(4, 4);
+    let held = [open(&s, 1, "a"), open(&s, 2, "a"), open(&s, 3, "a")];
+    s.resize(1, 4);
+    assert!(matches!(
+        queue(&s, "a").wait(NOW).await,
+        Err(WaitError::Timeout)
+    ));
+    let mut after = Vec::new();
+    for c in held {
+        s.give_back(c);
+        after.push(counts(&s));
+    }
+    // Two over the limit are closed, the third goes back to the pool.
+    assert_eq!(after, [(2, 0, 0), (1, 0, 0), (1, 1, 0)]);
+    let d = idle(&s, "a");
+    assert!(matches!(
+        queue(&s, "a").wait(NOW).await,
+        Err(WaitError::Timeout)
+    ));
+    s.give_back(d);
+    assert_eq!(counts(&s), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn shrinking_an_idle_pool_leaves_exactly_the_new_limit() {
+    let s = slots(8, 8);
+    let conns: Vec<_> = (0..4).map(|i| open(&s, i, "a")).collect();
+    let mut conns = conns.into_iter();
+    let held = conns.next().expect("four opened");
+    conns.for_each(|c| s.give_back(c));
+    s.resize(2, 8);
+    assert_eq!(s.status().max_open, 2);
+    assert_eq!(counts(&s), (2, 1, 0));
+    assert_eq!(PoolStats::get(&s.stats.max_idle_closed), 2);
+    let second = idle(&s, "a");
+    assert!(matches!(
+        queue(&s, "a").wait(NOW).await,
+        Err(WaitError::Timeout)
+    ));
+    s.give_back(held);
+    s.give_back(second);
+    assert_eq!(counts(&s), (2, 2, 0));
+}
+
+#[tokio::test]
+async fn growing_absorbs_the_surplus_before_adding_slots() {
+    let s = slots(3, 3);
+    let held = [open(&s, 1, "a"), open(&s, 2, "a"), open(&s, 3, "a")];
+    s.resize(1, 3); // two over
+    s.resize(2, 3); // one over, nothing free
+    assert!(matches!(
+        queue(&s, "a").wait(NOW).await,
+        Err(WaitError::Timeout)
+    ));
+    let mut idle_after = Vec::new();
+    for c in held {
+        s.give_back(c);
+        idle_after.push(s.status().idle);
+    }
+    assert_eq!(idle_after, [0, 1, 2]);
+    s.resize(5, 5);
+    // Two idle plus three new ones; the sixth waits.
+    idle(&s, "a");
+    idle(&s, "a");
+    for id in 4..7 {
+        open(&s, id, "a");
+    }
+    assert!(matches!(s.take("a"), Ok(Take::Wait(_))));
+}
+
+#[tokio::test]
+async fn growing_lets_waiters_open_at_once() {
+    let s = slots(1, 1);
+    let _held = open(&s, 1, "a");
+    let w = queue(&s, "a");
+    s.resize(2, 1);
+    slot_granted(w).await;
+    assert_eq!(counts(&s), (2, 0, 0));
+}
+
+#[tokio::test]
+async fn pruning_closes_refused_then_least_recent_beyond_max_idle() {
+    let s = slots(4, 4);
+    let conns: Vec<_> = (0..4).map(|i| open(&s, i, "a")).collect();
+    conns.into_iter().for_each(|c| s.give_back(c));
+    s.resize(4, 2);
+    assert_eq!(counts(&s), (2, 2, 0), "resizing trims idle to MaxIdle");
+    s.prune(|c| c.id != 3);
+    assert_eq!(counts(&s), (1, 1, 0));
+    assert_eq!(idle(&s, "a").id, 2);
+}
+
+#[tokio::test]
+async fn closing_wakes_waiters_and_closes_what_comes_back() {
+    let s = slots(1, 1);
+    let held = open(&s, 1, "a");
+    let w = queue(&s, "a");
+    let (woken, ()) = tokio::join!(w.wait(LONG), async {
+        tokio::task::yield_now().await;
+        s.close();
+    });
+    assert!(matches!(woken, Err(WaitError::Closed)));
+    assert_eq!(s.take("a").err(), Some(Closed));
+    s.give_back(held);
+    assert_eq!(counts(&s), (0, 0, 0));
+}
+
+/// The many-tenant benchmark in miniature: 10 tenants with 4 clients each over a pool of 20,
+/// every client always busy. Nearly every checkout finds a connection on its own schema.
+#[tokio::test]
+async fn hot_tenants_rarely_need_to_switch_schema() {
+    let s = Arc::new(Slots::<Dummy>::new(20, 20, Arc::default()));
+    let rounds = 200;
+    let clients = (0..40).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let schema = format!("t{}", i % 10);
+            let mut switched = 0;
+            for _ in 0..rounds {
+                let mut conn = match s.take(&schema).expect("pool open") {
+                    Take::Idle(c) => c,
+                    Take::Open(r) => {
+                        r.fill();
+                        Box::new(Dummy {
+                            id: 0,
+                            schema: None,
+                        })
+                    }
+                    Take::Wait(w) => match w.wait(LONG).await.expect("served") {
+                        Got::Conn(c) => c,
+                        Got::Open(r) => {
+                            r.fill();
+                            Box::new(Dummy {
+                                id: 0,
+                                schema: None,
+                            })
+                        }
+                    },
+                };
+                if conn.schema.as_deref() != Some(&schema) {
+                    switched += 1;
+                    conn.schema = Some(schema.clone());
+                }
+                // A transaction, then the client's next one arrives.
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                s.give_back(conn);
+                tokio::task::yield_now().await;
+            }
+            switched
+        })
+    });
+    let mut switched = 0;
+    for c in clients.collect::<Vec<_>>() {
+        switched += c.await.expect("client task");
+    }
+    let checkouts = 40 * rounds;
+    // The first checkout of each of the 20 connections always sets the schema.
+    assert!(
+        switched - 20 <= checkouts / 10,
+        "{switched} of {checkouts} checkouts switched schema"
+    );
+    assert_eq!(counts(&s), (20, 20, 0));
+}
