@@ -19,10 +19,10 @@ const MEASURED: usize = 500;
 /// Logins in flight at once.
 const BATCH: usize = 50;
 /// Bound on the growth per measured client. An idle client cost 22 KiB before the login
-/// state, the TLS path and a duplicate settings map were taken out of its task; 17 KiB with
-/// deadpool's checkout future inline in the session loop, 12 KiB with the slot pool's.
+/// state, the TLS path and a duplicate settings map were taken out of its task, and 17 KiB
+/// while deadpool's checkout future sat inline in the session loop; it costs 12 KiB now.
 /// Lower this as the session loop shrinks; the margin absorbs a shared machine's noise.
-const MAX_PER_CLIENT: u64 = 20 * 1024;
+const MAX_PER_CLIENT: u64 = 16 * 1024;
 /// Bound on the growth over the warm-up: its clients and the scrypt runs of the
 /// first login of each of the 3 tenants. Scrypt's 16 MiB blocks kept by the allocator made
 /// it about 50 MiB; now it is a few MiB.
