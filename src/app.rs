@@ -197,6 +197,10 @@ pub async fn run(
     let addrs = current
         .listen_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?;
+    // Before the port accepts anything: a SIGHUP sent as soon as the daemon looks up (by a
+    // supervisor or a script) must reload, not kill it with the default action.
+    let mut signals =
+        signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
     let listeners = addrs
         .iter()
         .map(|a| bind(*a))
@@ -240,8 +244,6 @@ pub async fn run(
             current.auth_limit.window,
         ),
     });
-    let mut signals =
-        signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     for l in listeners {

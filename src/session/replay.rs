@@ -25,6 +25,8 @@ enum Phase {
     Sent,
     /// The failure was hidden; the server's ReadyForQuery for it is still to come.
     Failed,
+    /// That ReadyForQuery came (hidden too): the batch can go again.
+    Due,
     /// The batch is being sent again; a second failure reaches the client.
     Retried,
     /// Not retryable until the next boundary.
@@ -57,7 +59,7 @@ impl Replay {
         if self.rescanning {
             return;
         }
-        if at_boundary && self.phase != Phase::Failed {
+        if at_boundary && !self.pending_retry() {
             self.reset();
         }
         match self.phase {
@@ -79,7 +81,7 @@ impl Replay {
             },
             // Anything sent behind the batch would run before its retry.
             Phase::Sent | Phase::Retried | Phase::Idle => self.off(),
-            Phase::Failed | Phase::Off => {}
+            Phase::Failed | Phase::Due | Phase::Off => {}
         }
     }
 
@@ -88,14 +90,19 @@ impl Replay {
         if self.rescanning {
             return;
         }
-        if at_boundary && self.phase != Phase::Failed {
+        if at_boundary && !self.pending_retry() {
             self.reset();
         }
         self.off();
     }
 
+    /// A hidden failure whose retry has not been sent yet: nothing may change that.
+    fn pending_retry(&self) -> bool {
+        matches!(self.phase, Phase::Failed | Phase::Due)
+    }
+
     fn off(&mut self) {
-        if self.phase != Phase::Failed {
+        if !self.pending_retry() {
             self.phase = Phase::Off;
             self.buf.clear();
         }
@@ -119,14 +126,19 @@ impl Replay {
         retry
     }
 
-    /// Whether the ReadyForQuery now arriving closes the hidden failure (and is hidden too).
-    pub fn swallows_ready(&self) -> bool {
-        self.phase == Phase::Failed
+    /// A ReadyForQuery arrived; true when it closes the hidden failure (and is hidden too).
+    /// Only then may the batch go again: the server ignores everything before it.
+    pub fn on_ready(&mut self) -> bool {
+        let ends_failure = self.phase == Phase::Failed;
+        if ends_failure {
+            self.phase = Phase::Due;
+        }
+        ends_failure
     }
 
     /// After the hidden failure's ReadyForQuery: the client frames to scan again.
     pub fn take_retry(&mut self) -> Option<BytesMut> {
-        if self.phase != Phase::Failed {
+        if self.phase != Phase::Due {
             return None;
         }
         self.phase = Phase::Retried;
@@ -159,7 +171,12 @@ mod tests {
     fn a_described_batch_failing_first_is_retried_once() {
         let mut r = recorded(b"BDES");
         assert!(r.on_error(PLAN_CHANGED_CODE, PLAN_CHANGED_MESSAGE));
-        assert!(r.swallows_ready());
+        assert!(
+            r.take_retry().is_none(),
+            "not before the failure's ReadyForQuery"
+        );
+        assert!(r.on_ready());
+        assert!(!r.on_ready(), "only that one is hidden");
         let frames = r.take_retry().expect("retry");
         assert_eq!(&frames[..], b"B\0\0\0\x04D\0\0\0\x04E\0\0\0\x04S\0\0\0\x04");
         // Scanning the frames again records nothing.

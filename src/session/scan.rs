@@ -403,7 +403,7 @@ pub fn scan_server(
                 t.pending = t.pending.saturating_sub(1);
                 t.status = *body.first().ok_or(ProtoError::Malformed("ReadyForQuery"))?;
                 // The end of a failure the pooler hid: the batch goes again instead.
-                hide = t.replay.swallows_ready();
+                hide = t.replay.on_ready();
                 boundary = !hide && t.at_boundary();
             }
             b'E' => {
@@ -606,6 +606,39 @@ mod tests {
             f.to_server.windows(2).any(|w| w == b"P\0"),
             "and parsed again"
         );
+    }
+
+    #[test]
+    fn a_hidden_plan_failure_is_retried_only_after_its_ready_for_query() {
+        let mut f = Fixture::new();
+        f.client(&[frame(b'P', b"s1\0select 1\0\0\0"), frame(b'S', b"")].concat());
+        f.server(&[frame(b'1', b""), frame(b'Z', b"I")].concat());
+        f.t = TxnState::default();
+        f.to_client.clear();
+        let run = [
+            frame(b'B', b"\0s1\0\0\0\0\0\0\0"),
+            frame(b'D', b"P\0"),
+            frame(b'E', b"\0\0\0\0\0"),
+            frame(b'S', b""),
+        ];
+        f.client(&run.concat());
+        // The error and its ReadyForQuery arrive in separate reads.
+        assert!(!f.server(&frame(
+            b'E',
+            b"SERROR\0C0A000\0Mcached plan must not change result type\0\0",
+        )));
+        assert!(f.to_client.is_empty(), "the error is hidden");
+        assert!(
+            f.t.replay.take_retry().is_none(),
+            "the server still skips to Sync"
+        );
+        assert!(
+            !f.server(&frame(b'Z', b"I")),
+            "not a boundary: the batch goes again"
+        );
+        assert!(f.to_client.is_empty(), "its ReadyForQuery is hidden too");
+        let frames = f.t.replay.take_retry().expect("due now");
+        assert_eq!(&frames[..], &run.concat()[..]);
     }
 
     #[test]
