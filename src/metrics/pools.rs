@@ -29,6 +29,7 @@ pub struct PoolSample {
     pub checkout_errors: u64,
     pub search_path_sets: u64,
     pub param_sets: u64,
+    pub affinity_hits: u64,
 }
 
 impl PoolSample {
@@ -53,6 +54,7 @@ impl PoolSample {
             checkout_errors: get(&s.checkout_errors),
             search_path_sets: get(&s.search_path_sets),
             param_sets: get(&s.param_sets),
+            affinity_hits: get(&s.affinity_hits),
         }
     }
 
@@ -71,6 +73,7 @@ impl PoolSample {
         self.checkout_errors += o.checkout_errors;
         self.search_path_sets += o.search_path_sets;
         self.param_sets += o.param_sets;
+        self.affinity_hits += o.affinity_hits;
     }
 }
 
@@ -137,7 +140,7 @@ const GAUGES: [(&str, &str, Gauge); 5] = [
 ];
 
 /// Counters; the encoder appends `_total`, so these names lack it.
-const COUNTERS: [(&str, &str, CounterU); 8] = [
+const COUNTERS: [(&str, &str, CounterU); 9] = [
     (
         "perseus_wait_count",
         "Checkouts that had to wait because every connection was busy.",
@@ -172,6 +175,11 @@ const COUNTERS: [(&str, &str, CounterU); 8] = [
         "perseus_search_path_sets",
         "SET search_path statements run to switch a connection to a tenant's schema.",
         |s| s.search_path_sets,
+    ),
+    (
+        "perseus_schema_affinity_hits",
+        "Checkouts that got a connection already on the tenant's schema (no SET needed).",
+        |s| s.affinity_hits,
     ),
     (
         "perseus_param_sets",
@@ -240,6 +248,7 @@ mod tests {
             checkout_errors: 0,
             search_path_sets: 9,
             param_sets: 1,
+            affinity_hits: 11,
         }
     }
 
@@ -266,6 +275,7 @@ mod tests {
             format!("perseus_max_idle_time_closed_total{l} 6"),
             format!("perseus_max_lifetime_closed_total{l} 7"),
             format!("perseus_search_path_sets_total{l} 9"),
+            format!("perseus_schema_affinity_hits_total{l} 11"),
         ] {
             assert!(text.lines().any(|x| x == want), "missing {want} in\n{text}");
         }

@@ -132,9 +132,11 @@ impl PooledConn {
 }
 
 impl Drop for PooledConn {
+    /// A connection nobody released (its session's task was dropped or panicked) may be in the
+    /// middle of a transaction: it is closed, never handed to the next client.
     fn drop(&mut self) {
         if let Some(t) = self.t.take() {
-            self.home.put_back(t, true);
+            self.home.put_back(t, false);
         }
     }
 }
