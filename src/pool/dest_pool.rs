@@ -240,17 +240,35 @@ impl DestPool {
             self.stats.note_wait(waited);
         }
         match &res {
-            Ok(c) => {
-                self.stats.checkouts.fetch_add(1, Relaxed);
-                if c.schema.as_deref() == Some(schema) {
-                    self.stats.affinity_hits.fetch_add(1, Relaxed);
-                }
-            }
+            Ok(c) => self.note_checkout(c, schema),
             Err(_) => {
                 self.stats.checkout_errors.fetch_add(1, Relaxed);
             }
         }
         res
+    }
+
+    /// [`DestPool::checkout`] when an idle connection is fit for use now: no future, no wait.
+    /// Sessions try this first, so the common checkout costs a lock and nothing else.
+    pub fn checkout_now(&self, schema: &str) -> Option<PooledConn> {
+        let home = &self.home;
+        let s = home.settings();
+        // Each unfit connection is closed before the next try, so the idle list runs out.
+        while let Some(t) = home.slots.take_idle(schema) {
+            if let Some(t) = home.vet_idle(t, &s) {
+                let c = self.lend(t);
+                self.note_checkout(&c, schema);
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn note_checkout(&self, c: &PooledConn, schema: &str) {
+        self.stats.checkouts.fetch_add(1, Relaxed);
+        if c.schema.as_deref() == Some(schema) {
+            self.stats.affinity_hits.fetch_add(1, Relaxed);
+        }
     }
 
     /// [`DestPool::checkout`], setting `waited` to the time spent queued if it had to queue.

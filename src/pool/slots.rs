@@ -168,6 +168,18 @@ impl<C: Affine> Slots<C> {
         }))
     }
 
+    /// An idle connection, preferring one on `schema`, when there is one: the checkout that
+    /// needs no waiting and no slot. (While anything is idle, nobody waits.)
+    pub fn take_idle(&self, schema: &str) -> Option<Box<C>> {
+        let mut st = self.lock();
+        if st.closed {
+            return None;
+        }
+        let same = st.idle.iter().rposition(|c| c.schema() == Some(schema));
+        let at = same.or_else(|| st.idle.len().checked_sub(1))?;
+        Some(st.idle.remove(at))
+    }
+
     /// Returns a connection fit for reuse (the caller closes unfit ones with [`Slots::discard`]):
     /// to a waiter, else to the idle list, unless MaxOpen was lowered below use, the idle list
     /// is full or the pool is closed, when it is closed.

@@ -358,3 +358,26 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
     );
     assert_eq!(counts(&s), (20, 20, 0));
 }
+
+#[test]
+fn take_idle_prefers_the_schema_and_never_opens_or_queues() {
+    let s = slots(2, 2);
+    assert!(
+        s.take_idle("a").is_none(),
+        "nothing idle: no slot, no place in the queue"
+    );
+    assert_eq!(s.status().open, 0);
+    assert_eq!(s.status().waiting, 0);
+    let a = open(&s, 1, "a");
+    let b = open(&s, 2, "b");
+    s.give_back(a);
+    s.give_back(b);
+    assert_eq!(s.take_idle("a").map(|c| c.id), Some(1));
+    assert_eq!(
+        s.take_idle("c").map(|c| c.id),
+        Some(2),
+        "else the most recent"
+    );
+    assert!(s.take_idle("a").is_none());
+    s.close();
+}

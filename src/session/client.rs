@@ -108,6 +108,8 @@ pub async fn serve<S>(
     drop(out);
     tracing::info!(%peer, db = %login.id.database, schema = %login.id.schema, user = %login.id.user,
         pool = %login.pool.name(), login_ms = started.elapsed().as_millis() as u64, "client logged in");
+    // What the startup left in the input buffer is read; an idle client keeps no buffer.
+    bufs.shrink_idle();
     let end = run(
         &mut s,
         &mut bufs,
@@ -298,7 +300,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let mut armed = false;
         let since = Instant::now();
         while bufs.input.len() < 5 {
-            if !shrunk && bufs.input.capacity() - bufs.input.len() < 1024 {
+            // A client without a buffer (new, or back from idle) gets one from its first
+            // read: a buffer made up front and freed idle leaves a hole the allocator keeps.
+            if !shrunk
+                && bufs.input.capacity() > 0
+                && bufs.input.capacity() - bufs.input.len() < 1024
+            {
                 bufs.input.reserve(4096);
             }
             if shared.shutdown.is_cancelled() {
@@ -340,9 +347,18 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         me.set_phase(Phase::Waiting);
         let mut conn = match shared.clients.admit(me, &shared.shutdown).await {
-            Admission::Go => tokio::select! {
-                c = timed_checkout(pool, &st.schema, &shared.metrics) => c?,
-                _ = &mut killed => return say_killed(s).await,
+            Admission::Go => match pool.checkout_now(&st.schema) {
+                Some(c) => {
+                    shared.metrics.checkout_wait(std::time::Duration::ZERO);
+                    shared.metrics.transaction();
+                    c
+                }
+                // Boxed: a waiting checkout's state is kilobytes, and inline it would be part
+                // of every client's task for the whole session, idle or not.
+                None => tokio::select! {
+                    c = Box::pin(timed_checkout(pool, &st.schema, &shared.metrics)) => c?,
+                    _ = &mut killed => return say_killed(s).await,
+                },
             },
             Admission::Killed => return say_killed(s).await,
             Admission::Shutdown => return Err(ClientError::Shutdown),
