@@ -74,15 +74,21 @@ fn counts(s: &Slots<Dummy>) -> (usize, usize, usize) {
 
 #[tokio::test]
 async fn a_checkout_prefers_an_idle_connection_on_its_schema_most_recent_first() {
-    let s = slots(4, 4);
-    let (a1, b, a2) = (open(&s, 1, "a"), open(&s, 2, "b"), open(&s, 3, "a"));
-    for c in [a1, b, a2] {
+    let s = slots(5, 5);
+    let (a1, b, a2, d) = (
+        open(&s, 1, "a"),
+        open(&s, 2, "b"),
+        open(&s, 3, "a"),
+        open(&s, 4, "d"),
+    );
+    for c in [a1, b, a2, d] {
         s.give_back(c);
     }
     assert_eq!(idle(&s, "a").id, 3);
     assert_eq!(idle(&s, "a").id, 1);
-    // None on "c": the most recently used of the rest.
+    // None on "c": the least recently used of the rest (its tenant has been away longest).
     assert_eq!(idle(&s, "c").id, 2);
+    assert_eq!(idle(&s, "c").id, 4);
     assert!(matches!(s.take("c"), Ok(Take::Open(_))));
 }
 
@@ -361,7 +367,7 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
 
 #[test]
 fn take_idle_prefers_the_schema_and_never_opens_or_queues() {
-    let s = slots(2, 2);
+    let s = slots(3, 3);
     assert!(
         s.take_idle("a").is_none(),
         "nothing idle: no slot, no place in the queue"
@@ -370,14 +376,17 @@ fn take_idle_prefers_the_schema_and_never_opens_or_queues() {
     assert_eq!(s.status().waiting, 0);
     let a = open(&s, 1, "a");
     let b = open(&s, 2, "b");
+    let c = open(&s, 3, "c");
     s.give_back(a);
     s.give_back(b);
+    s.give_back(c);
     assert_eq!(s.take_idle("a").map(|c| c.id), Some(1));
     assert_eq!(
-        s.take_idle("c").map(|c| c.id),
+        s.take_idle("x").map(|c| c.id),
         Some(2),
-        "else the most recent"
+        "else the least recently used"
     );
+    assert_eq!(s.take_idle("x").map(|c| c.id), Some(3));
     assert!(s.take_idle("a").is_none());
     s.close();
 }
