@@ -124,9 +124,7 @@ fn startup_params(t: &TenantSpec) -> [(&str, &str); 3] {
 /// A logged-in raw client for `t`.
 async fn logged_in(env: &Env, t: &TenantSpec) -> Wire {
     let mut w = Wire::connect(env.perseus.port()).await;
-    w.login(&startup_params(t), &t.password)
-        .await
-        .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    w.login_tenant(t).await;
     w
 }
 

@@ -172,16 +172,7 @@ async fn a_described_statement_invalidated_by_ddl_is_re_prepared_transparently()
     let env = Env::start(&["prep_retry"], pool(1)).await;
     let a = env.tenant(0);
     let mut w = Wire::connect(env.perseus.port()).await;
-    w.login(
-        &[
-            ("user", &a.source_user),
-            ("database", &a.source_db),
-            ("schema_search_path", &a.source_schema),
-        ],
-        &a.password,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    w.login_tenant(a).await;
     let mut buf = BytesMut::new();
     frontend::parse("s1", "SELECT * FROM t", std::iter::empty(), &mut buf).unwrap();
     frontend::sync(&mut buf);

@@ -199,6 +199,18 @@ impl Wire {
         }
     }
 
+    /// Logs in as tenant `t` (schema from `schema_search_path`); panics when refused.
+    pub async fn login_tenant(&mut self, t: &super::TenantSpec) -> Key {
+        let params = [
+            ("user", t.source_user.as_str()),
+            ("database", t.source_db.as_str()),
+            ("schema_search_path", t.source_schema.as_str()),
+        ];
+        self.login(&params, &t.password)
+            .await
+            .unwrap_or_else(|e| panic!("login as {}: {}", t.source_user, e.message()))
+    }
+
     /// Sends a simple Query and returns everything up to ReadyForQuery.
     pub async fn query(&mut self, sql: &str) -> Vec<Msg> {
         let mut buf = BytesMut::new();
