@@ -75,6 +75,61 @@ async fn settings_follow_their_client_and_never_leak() {
 }
 
 #[tokio::test]
+async fn clients_sharing_startup_settings_still_keep_their_own_changes() {
+    // Clients logging in with the same settings share one settings map, and a connection
+    // fitted to it skips the comparison: a change one of them makes must still never reach
+    // the others, on the one server connection they all share.
+    let env = Env::start(&["st_shared"], pool(1)).await;
+    let mut config = env.client_config(env.tenant(0));
+    config.application_name("same_app");
+    let a = env.connect_with(&config).await;
+    let b = env.connect_with(&config).await;
+    let c = env.connect_with(&config).await;
+    let app = "SHOW application_name";
+    assert_eq!(show(&b, app).await.as_deref(), Some("same_app"));
+    a.simple_query("SET application_name = 'a_only'")
+        .await
+        .unwrap();
+    a.simple_query("SET statement_timeout = 4321")
+        .await
+        .unwrap();
+    for round in 0..10 {
+        assert_eq!(
+            show(&a, app).await.as_deref(),
+            Some("a_only"),
+            "round {round}"
+        );
+        assert_eq!(
+            show(&b, app).await.as_deref(),
+            Some("same_app"),
+            "round {round}"
+        );
+        assert_eq!(
+            show(&c, "SHOW statement_timeout").await.as_deref(),
+            Some("0"),
+            "round {round}: A's setting reached C"
+        );
+        assert_eq!(
+            show(&a, "SHOW statement_timeout").await.as_deref(),
+            Some("4321ms"),
+            "round {round}"
+        );
+        assert_eq!(
+            show(&c, app).await.as_deref(),
+            Some("same_app"),
+            "round {round}"
+        );
+    }
+    // A change inside a transaction, seen only through ParameterStatus, is the client's too.
+    b.batch_execute("BEGIN; SET application_name = 'b_txn'; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(show(&c, app).await.as_deref(), Some("same_app"));
+    assert_eq!(show(&b, app).await.as_deref(), Some("b_txn"));
+    assert_eq!(show(&c, app).await.as_deref(), Some("same_app"));
+}
+
+#[tokio::test]
 async fn temp_tables_and_advisory_locks_pin_the_client() {
     let env = Env::start(&["st_c", "st_d"], pool(2)).await;
     let a = env.connect(env.tenant(0)).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::destination::{DestKey, Destination};
 use super::opener::Opener;
 use super::prepared::PreparedSet;
-use super::server::{ServerConn, ServerError};
+use super::server::{FittedSettings, ServerConn, ServerError};
 use super::slots::{Affine, Got, PoolStatus, Reservation, Slots, Take, WaitError};
 use super::stats::PoolStats;
 use super::tls::ServerTls;
@@ -159,6 +159,9 @@ pub struct DestPool {
     pub stats: Arc<PoolStats>,
     /// The ParameterStatus set of the first server connection, replayed to new clients.
     startup_params: Mutex<Vec<(String, String)>>,
+    /// Settings maps clients of this pool logged in with, shared so that clients wanting the
+    /// same settings hold one map (see `ServerConn::fitted`).
+    settings_seen: Mutex<Vec<FittedSettings>>,
     /// Ciphertexts known to decrypt to this pool's password. KMS ciphertexts are randomised,
     /// so every tenant row routed here carries a different one.
     ciphertexts: Mutex<HashSet<String>>,
@@ -196,6 +199,7 @@ impl DestPool {
             home,
             stats,
             startup_params: Mutex::new(Vec::new()),
+            settings_seen: Mutex::new(Vec::new()),
             ciphertexts: Mutex::new([ciphertext].into()),
         })
     }
@@ -367,6 +371,21 @@ impl DestPool {
                 .collect();
             p.sort();
         }
+    }
+
+    /// The shared map equal to `wanted` if a client already logged in with one, else `wanted`
+    /// (remembered for the next client; a bounded number are kept).
+    pub fn intern_settings(&self, wanted: &FittedSettings) -> FittedSettings {
+        const KEPT: usize = 16;
+        let mut seen = self.settings_seen.lock().expect("settings lock");
+        if let Some(same) = seen.iter().find(|s| **s == *wanted) {
+            return same.clone();
+        }
+        if seen.len() == KEPT {
+            seen.remove(0);
+        }
+        seen.push(wanted.clone());
+        wanted.clone()
     }
 
     /// What a new client is told in ParameterStatus, as the destination server said it.

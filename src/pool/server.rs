@@ -42,6 +42,9 @@ pub enum ServerError {
     Tls(#[from] TlsConnectError),
 }
 
+/// A client's wanted session settings, shared between clients that want the same ones.
+pub type FittedSettings = std::sync::Arc<std::collections::BTreeMap<String, String>>;
+
 /// A PostgreSQL connection the pool owns, with what the pooler knows about its session.
 #[derive(Debug)]
 pub struct ServerConn {
@@ -57,6 +60,10 @@ pub struct ServerConn {
     pub extra_settings: std::collections::BTreeSet<String>,
     /// The schema our last `SET search_path` installed; `None` when unknown.
     pub schema: Option<String>,
+    /// The client settings map (shared by every client with the same settings) this
+    /// connection was last found to carry: a checkout by a client holding the same map needs
+    /// no comparison. Anything that changes `params` or `extra_settings` clears it.
+    pub fitted: Option<FittedSettings>,
     /// Server statements the pooler prepared here (named after their SQL and schema).
     pub prepared: super::prepared::PreparedSet,
     /// Set when the connection's state cannot be trusted; it is then closed, never reused.
@@ -157,6 +164,7 @@ impl ServerConn {
             params: HashMap::new(),
             extra_settings: Default::default(),
             schema: None,
+            fitted: None,
             prepared: super::prepared::PreparedSet::new(200),
             broken: false,
         };
@@ -323,6 +331,7 @@ impl ServerConn {
     /// Records a ParameterStatus body; returns the (name, value) for callers that track clients.
     pub fn note_parameter(&mut self, body: &[u8]) {
         if let Some((name, value)) = parse_parameter_status(body) {
+            self.fitted = None;
             self.params
                 .insert(name.to_ascii_lowercase(), value.to_owned());
         }

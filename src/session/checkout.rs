@@ -1,9 +1,10 @@
 //! Making a server connection fit a client before its first message goes out: the tenant's
 //! search_path and the client's session settings, with one round trip and only when they differ.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::state::Settings;
 use crate::pool::{ServerConn, ServerError};
 
 /// Server-reported parameters a client may set; for these the server tells us the current value.
@@ -25,30 +26,40 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// What the server connection must run, or None when it already fits.
-pub fn plan(
-    conn: &ServerConn,
-    schema: &str,
-    wanted: &BTreeMap<String, String>,
-) -> Option<(String, bool)> {
-    let mut sql = String::new();
+/// What the server connection must run, or None when it already fits (and is then
+/// remembered as fitting `wanted`, so the next client holding the same map skips this).
+pub fn plan(conn: &mut ServerConn, schema: &str, wanted: &Settings) -> Option<(String, bool)> {
     let set_schema = conn.schema.as_deref() != Some(schema);
+    let fits = conn
+        .fitted
+        .as_ref()
+        .is_some_and(|f| Arc::ptr_eq(f, wanted.shared()));
+    if fits && !set_schema {
+        return None;
+    }
+    let mut sql = String::new();
     if set_schema {
         sql.push_str("SET search_path TO ");
         sql.push_str(&quote_ident(schema));
         sql.push(';');
     }
-    for (k, v) in wanted {
-        if conn.params.get(k) != Some(v) {
-            sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+    if !fits {
+        for (k, v) in wanted {
+            if conn.params.get(k) != Some(v) {
+                sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+            }
+        }
+        for k in &conn.extra_settings {
+            if !wanted.contains_key(k) {
+                sql.push_str(&format!("RESET {};", quote_ident(k)));
+            }
+        }
+        if sql.is_empty() {
+            conn.fitted = Some(wanted.shared().clone());
+            return None;
         }
     }
-    for k in &conn.extra_settings {
-        if !wanted.contains_key(k) {
-            sql.push_str(&format!("RESET {};", quote_ident(k)));
-        }
-    }
-    (!sql.is_empty()).then_some((sql, set_schema))
+    Some((sql, set_schema))
 }
 
 /// Runs the plan and records the new state on both sides. `wanted` gets the server's
@@ -56,10 +67,11 @@ pub fn plan(
 pub async fn apply(
     conn: &mut ServerConn,
     schema: &str,
-    wanted: &mut BTreeMap<String, String>,
+    wanted: &mut Settings,
     sql: &str,
     limit: Duration,
 ) -> Result<(), ServerError> {
+    conn.fitted = None;
     conn.exec(sql, "SET search_path", limit).await?;
     conn.schema = Some(schema.to_owned());
     let stale: Vec<String> = conn
@@ -72,16 +84,23 @@ pub async fn apply(
         conn.extra_settings.remove(&k);
         conn.params.remove(&k);
     }
-    for (k, v) in wanted.iter_mut() {
+    // Only values that differ are written back: an unchanged map stays shared with other
+    // clients.
+    let mut normalised = Vec::new();
+    for (k, v) in wanted.iter() {
         if REPORTED_SETTABLE.contains(&k.as_str()) {
-            if let Some(actual) = conn.params.get(k) {
-                *v = actual.clone();
+            if let Some(actual) = conn.params.get(k).filter(|a| *a != v) {
+                normalised.push((k.clone(), actual.clone()));
             }
         } else {
             conn.params.insert(k.clone(), v.clone());
             conn.extra_settings.insert(k.clone());
         }
     }
+    for (k, v) in normalised {
+        wanted.insert(k, v);
+    }
+    conn.fitted = Some(wanted.shared().clone());
     Ok(())
 }
 
@@ -93,6 +112,9 @@ pub async fn settle(
     st: &mut super::state::ClientState,
     limit: Duration,
 ) -> Result<(), ServerError> {
+    if st.reset_all || !st.touched.is_empty() {
+        conn.fitted = None;
+    }
     if conn.prepared.is_stale() {
         conn.exec(
             "DEALLOCATE ALL",
@@ -133,7 +155,7 @@ pub async fn settle(
         }
         conn.params.insert(name.clone(), value.clone());
         conn.extra_settings.insert(name.clone());
-        st.wanted.insert(name, value);
+        st.wanted.set(&name, &value);
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::checkout::{self, REPORTED_SETTABLE};
 use super::forward::{ClientBufs, IdleEnd, IdleLimits, Outcome, forward};
 use super::registry::{Admission, ClientEntry, Phase, say_killed};
 use super::startup::read_password;
-use super::state::ClientState;
+use super::state::{ClientState, Settings};
 use super::tenant::{ClientIdentity, identify};
 use super::{Shared, SharedRef};
 use crate::auth::directory::DirectoryError;
@@ -230,6 +230,9 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         pool.release(c, ready.is_ok());
         ready?;
     }
+    // Clients wanting the same settings share one map, so a connection fitted to one of
+    // them is known to fit the others without comparing settings.
+    state.wanted = Settings::from_shared(pool.intern_settings(state.wanted.shared()));
     state.startup_wanted = state.wanted.clone();
     // Boxed: it lives as long as the session, and inline it would be stored twice in the
     // session's state (as this function's result and as the session's own).

@@ -147,6 +147,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         rbuf,
         schema,
         params,
+        fitted,
         prepared,
         ..
     } = conn;
@@ -155,6 +156,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
             ServerView {
                 schema: &mut *schema,
                 params: &mut *params,
+                fitted: &mut *fitted,
                 prepared: &mut *prepared,
             }
         };

@@ -21,6 +21,8 @@ use crate::proto::{ProtoError, frontend, sql};
 pub struct ServerView<'a> {
     pub schema: &'a mut Option<String>,
     pub params: &'a mut HashMap<String, String>,
+    /// Cleared whenever `params` changes (see `ServerConn::fitted`).
+    pub fitted: &'a mut Option<crate::pool::server::FittedSettings>,
     pub prepared: &'a mut PreparedSet,
 }
 
@@ -419,8 +421,9 @@ pub fn scan_server(
                 if let Some((name, value)) = parse_parameter_status(body) {
                     let name = name.to_ascii_lowercase();
                     if REPORTED_SETTABLE.contains(&name.as_str()) {
-                        st.wanted.insert(name.clone(), value.to_owned());
+                        st.wanted.set(&name, value);
                     }
+                    *srv.fitted = None;
                     srv.params.insert(name, value.to_owned());
                 }
             }

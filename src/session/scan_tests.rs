@@ -10,6 +10,7 @@ struct Fixture {
     st: ClientState,
     schema: Option<String>,
     params: HashMap<String, String>,
+    fitted: Option<crate::pool::server::FittedSettings>,
     prepared: PreparedSet,
     to_server: BytesMut,
     to_client: BytesMut,
@@ -25,6 +26,7 @@ impl Fixture {
             },
             schema: Some("a".into()),
             params: HashMap::new(),
+            fitted: None,
             prepared: PreparedSet::new(10),
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
@@ -40,6 +42,7 @@ impl Fixture {
         let srv = ServerView {
             schema: &mut self.schema,
             params: &mut self.params,
+            fitted: &mut self.fitted,
             prepared: &mut self.prepared,
         };
         scan_client(&mut input, out, &mut self.t, &mut self.st, srv).unwrap()
@@ -50,6 +53,7 @@ impl Fixture {
         let srv = ServerView {
             schema: &mut self.schema,
             params: &mut self.params,
+            fitted: &mut self.fitted,
             prepared: &mut self.prepared,
         };
         scan_server(

@@ -71,6 +71,23 @@ impl Settings {
     pub fn shares_with(&self, other: &Settings) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
+
+    /// The shared map itself: a server connection keeps it to recognise clients it fits.
+    pub fn shared(&self) -> &Arc<BTreeMap<String, String>> {
+        &self.0
+    }
+
+    /// Takes the shared map another owner already holds (see `DestPool::intern_settings`).
+    pub fn from_shared(map: Arc<BTreeMap<String, String>>) -> Self {
+        Settings(map)
+    }
+
+    /// Sets `name` unless it already has `value`: an unchanged map stays shared.
+    pub fn set(&mut self, name: &str, value: &str) {
+        if self.get(name).map(String::as_str) != Some(value) {
+            self.insert(name.to_owned(), value.to_owned());
+        }
+    }
 }
 
 /// Per-checkout protocol bookkeeping: when is the server connection free again?
