@@ -295,6 +295,9 @@ pub async fn run(
     }
     stop.cancel();
     shared.shutdown.cancel();
+    shared
+        .clients
+        .raise_all(crate::session::registry::signal::SHUTDOWN);
     tracker.close();
     if !immediate {
         let grace = current.shutdown_timeout;
@@ -313,6 +316,9 @@ pub async fn run(
         }
     }
     shared.hard_stop.cancel();
+    shared
+        .clients
+        .raise_all(crate::session::registry::signal::HARD_STOP);
     // Sessions now write their 57P01 and close; give them a moment to do so.
     let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     reaper.abort();

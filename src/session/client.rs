@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::cancel::ServerKey;
 use super::checkout::{self, REPORTED_SETTABLE};
 use super::forward::{ClientBufs, IdleEnd, IdleLimits, Outcome, forward};
-use super::registry::{Admission, ClientEntry, Phase, say_killed};
+use super::registry::{Admission, ClientEntry, Phase, say_killed, signal};
 use super::startup::read_password;
 use super::state::{ClientState, Settings};
 use super::tenant::{ClientIdentity, identify};
@@ -276,16 +276,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), ClientError> {
     // Held while the session is pinned; it ends with the session.
     let mut pin_gauge = None;
-    // Built once per session, not per transaction: each registers with its notifier the
-    // first time it is polled and stays registered, so a transaction costs no lock there.
-    let shutdown = shared.shutdown.cancelled();
-    let hard_stop = shared.hard_stop.cancelled();
-    let killed = me.killed();
     // One timer serves both idle limits: buffers shrink after IDLE_SHRINK, the client is
     // disconnected after IdleTimeoutSecs. Moving a registered timer later is a lock-free
     // update in tokio, so re-arming it every transaction is cheap.
     let timer = tokio::time::sleep(IDLE_SHRINK);
-    tokio::pin!(shutdown, hard_stop, killed, timer);
+    tokio::pin!(timer);
     let idle = shared.idle_timeout;
     let limits = IdleLimits {
         between: idle,
@@ -326,8 +321,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(n) => shared.metrics.bytes_in(n),
                 },
-                _ = &mut shutdown => return Err(ClientError::Shutdown),
-                _ = &mut killed => return say_killed(s).await,
+                raised = me.signaled(signal::SHUTDOWN | signal::KILLED) => {
+                    if raised & signal::SHUTDOWN != 0 {
+                        return Err(ClientError::Shutdown);
+                    }
+                    return say_killed(s).await;
+                }
                 _ = &mut timer => {
                     if !idle.is_zero() && since.elapsed() >= idle {
                         return Err(ClientError::IdleTimeout(idle));
@@ -360,7 +359,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // of every client's task for the whole session, idle or not.
                 None => tokio::select! {
                     c = Box::pin(timed_checkout(pool, &st.schema, &shared.metrics)) => c?,
-                    _ = &mut killed => return say_killed(s).await,
+                    _ = me.signaled(signal::KILLED) => return say_killed(s).await,
                 },
             },
             Admission::Killed => return say_killed(s).await,
@@ -387,13 +386,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let outcome = tokio::select! {
             o = forward(s, &mut conn, bufs, st, &shared.metrics, limits, &mut on_pin) => o,
-            _ = &mut hard_stop => {
-                pool.discard(conn).await;
-                return Err(ClientError::Shutdown);
-            }
-            _ = &mut killed => {
+            raised = me.signaled(signal::HARD_STOP | signal::KILLED) => {
                 // Cancel what still runs so the transaction ends with the client.
                 pool.discard(conn).await;
+                if raised & signal::HARD_STOP != 0 {
+                    return Err(ClientError::Shutdown);
+                }
                 return say_killed(s).await;
             }
         };

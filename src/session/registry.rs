@@ -2,12 +2,15 @@
 //! controls the admin console drives: PAUSE/RESUME gates and KILL.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +55,21 @@ pub struct ClientEntry {
     pub connected_at: SystemTime,
     phase: AtomicU8,
     pinned: Mutex<Option<&'static str>>,
-    kill: CancellationToken,
+    /// Raised [`signal`] bits; the session task is woken through `waker`.
+    signals: AtomicU8,
+    waker: AtomicWaker,
+}
+
+/// What ends a session from outside, as bits of [`ClientEntry::signaled`]. A session polls
+/// them every time it waits, so they cost one atomic load there instead of a lock on a shared
+/// notifier (which every session's wait on the daemon-wide tokens took).
+pub mod signal {
+    /// An operator KILLed the client's tenant.
+    pub const KILLED: u8 = 1;
+    /// The daemon is stopping: no new transaction starts.
+    pub const SHUTDOWN: u8 = 2;
+    /// The shutdown grace period is over: transactions in flight are cut off.
+    pub const HARD_STOP: u8 = 4;
 }
 
 impl ClientEntry {
@@ -82,13 +99,31 @@ impl ClientEntry {
         *self.pinned.lock().expect("client pinned lock") = why;
     }
 
-    /// Resolves when an operator KILLs this client's tenant.
-    pub async fn killed(&self) {
-        self.kill.cancelled().await
+    /// Resolves, with the bits raised, once any [`signal`] in `mask` is raised. Only the
+    /// client's own session task may wait on it (one waker is kept).
+    pub fn signaled(&self, mask: u8) -> impl Future<Output = u8> + '_ {
+        std::future::poll_fn(move |cx| {
+            let raised = self.signals.load(Ordering::Acquire) & mask;
+            if raised != 0 {
+                return Poll::Ready(raised);
+            }
+            self.waker.register(cx.waker());
+            // Raised between the load and the registration: the wake went to the old waker.
+            match self.signals.load(Ordering::Acquire) & mask {
+                0 => Poll::Pending,
+                raised => Poll::Ready(raised),
+            }
+        })
+    }
+
+    /// Raises [`signal`] bits and wakes the session.
+    pub fn raise(&self, bits: u8) {
+        self.signals.fetch_or(bits, Ordering::AcqRel);
+        self.waker.wake();
     }
 
     pub fn is_killed(&self) -> bool {
-        self.kill.is_cancelled()
+        self.signals.load(Ordering::Acquire) & signal::KILLED != 0
     }
 
     pub fn tenant(&self) -> TenantKey {
@@ -177,7 +212,8 @@ impl ClientRegistry {
             connected_at: SystemTime::now(),
             phase: AtomicU8::new(0),
             pinned: Mutex::new(None),
-            kill: CancellationToken::new(),
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         });
         self.clients
             .lock()
@@ -241,11 +277,19 @@ impl ClientRegistry {
         let mut n = 0;
         for c in self.clients() {
             if c.db == tenant.0 && c.schema == tenant.1 && !c.is_killed() {
-                c.kill.cancel();
+                c.raise(signal::KILLED);
                 n += 1;
             }
         }
         n
+    }
+
+    /// Raises `bits` on every listed client. A client listed after this returns must check
+    /// the daemon's own tokens once listed (sessions do before each wait).
+    pub fn raise_all(&self, bits: u8) {
+        for c in self.clients() {
+            c.raise(bits);
+        }
     }
 
     /// The gate a session passes before each transaction: waits while the client's tenant is
@@ -264,7 +308,7 @@ impl ClientRegistry {
                 // The sender lives as long as the registry, so this is only reached at exit.
                 Err(_) => Admission::Shutdown,
             },
-            _ = me.killed() => Admission::Killed,
+            _ = me.signaled(signal::KILLED) => Admission::Killed,
             _ = shutdown.cancelled() => Admission::Shutdown,
         }
     }
@@ -336,6 +380,28 @@ mod tests {
         assert!(a.entry.is_killed());
         assert!(!b.entry.is_killed());
         assert_eq!(r.kill(&key("mm", "a")), 0);
+    }
+
+    #[tokio::test]
+    async fn signals_wake_the_session_only_for_what_it_waits_on() {
+        let r = Arc::new(ClientRegistry::default());
+        let g = r.register(addr(), "mm", "a", "u", "p".into());
+        let entry = g.entry.clone();
+        let waiting =
+            tokio::spawn(async move { entry.signaled(signal::HARD_STOP | signal::KILLED).await });
+        tokio::task::yield_now().await;
+        r.raise_all(signal::SHUTDOWN);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "SHUTDOWN is not in the mask");
+        r.raise_all(signal::HARD_STOP);
+        let raised = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("HARD_STOP wakes the waiting session")
+            .unwrap();
+        assert_eq!(raised, signal::HARD_STOP);
+        // Already raised: resolves at once, with only the bits asked for.
+        assert_eq!(g.entry.signaled(signal::SHUTDOWN).await, signal::SHUTDOWN);
+        assert!(!g.entry.is_killed());
     }
 
     #[tokio::test]
