@@ -277,8 +277,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // Held while the session is pinned; it ends with the session.
     let mut pin_gauge = None;
     // One timer serves both idle limits: buffers shrink after IDLE_SHRINK, the client is
-    // disconnected after IdleTimeoutSecs. Moving a registered timer later is a lock-free
-    // update in tokio, so re-arming it every transaction is cheap.
+    // disconnected after IdleTimeoutSecs. It is not moved every transaction: when it fires,
+    // the time since the client's last message decides, and it is set again from there.
     let timer = tokio::time::sleep(IDLE_SHRINK);
     tokio::pin!(timer);
     let idle = shared.idle_timeout;
@@ -286,6 +286,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         between: idle,
         in_transaction: shared.idle_in_transaction_timeout,
     };
+    // Listed clients are told of a shutdown by a signal bit; one that began after it was
+    // raised for everyone finds it here.
+    if shared.shutdown.is_cancelled() {
+        return Err(ClientError::Shutdown);
+    }
     loop {
         if !bufs.output.is_empty() {
             if s.write_all(&bufs.output).await.is_err() {
@@ -295,8 +300,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             bufs.output.clear();
         }
         let mut shrunk = false;
-        let mut armed = false;
         let since = Instant::now();
+        // Only after a long idle spell is the timer further out than this spell's first
+        // limit; then it is brought back.
+        let first = idle_deadline(since, false, idle);
+        if timer.deadline() > first.into() {
+            timer.as_mut().reset(first.into());
+        }
         while bufs.input.len() < 5 {
             // A client without a buffer (new, or back from idle) gets one from its first
             // read: a buffer made up front and freed idle leaves a hole the allocator keeps.
@@ -305,15 +315,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 && bufs.input.capacity() - bufs.input.len() < 1024
             {
                 bufs.input.reserve(4096);
-            }
-            if shared.shutdown.is_cancelled() {
-                return Err(ClientError::Shutdown);
-            }
-            if !armed {
-                timer
-                    .as_mut()
-                    .reset(idle_deadline(since, shrunk, idle).into());
-                armed = true;
             }
             tokio::select! {
                 biased;
@@ -328,16 +329,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     return say_killed(s).await;
                 }
                 _ = &mut timer => {
-                    if !idle.is_zero() && since.elapsed() >= idle {
+                    let quiet = since.elapsed();
+                    if !idle.is_zero() && quiet >= idle {
                         return Err(ClientError::IdleTimeout(idle));
                     }
-                    if !shrunk {
+                    if !shrunk && quiet >= IDLE_SHRINK {
                         // A client idle for a while gives its buffers back: thousands of
                         // idle clients should cost little memory.
                         bufs.shrink_idle();
                         shrunk = true;
                     }
-                    armed = false;
+                    timer
+                        .as_mut()
+                        .reset(idle_deadline(since, shrunk, idle).into());
                 }
             }
         }

@@ -76,33 +76,24 @@ impl ClientBufs {
     }
 }
 
-/// Writes as much of `buf` as the socket takes; Ready(Ok(true)) when something was written.
+/// Writes as much of `buf` as the socket takes; Pending (with the waker registered) when the
+/// socket is full before `buf` is empty.
 fn poll_drain<W: AsyncWrite + Unpin>(
     w: &mut W,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
-) -> Poll<io::Result<bool>> {
-    let mut wrote = false;
+) -> Poll<io::Result<()>> {
     while !buf.is_empty() {
         match Pin::new(&mut *w).poll_write(cx, buf) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                wrote = true;
-            }
+            Poll::Ready(Ok(n)) => buf.advance(n),
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {
-                return if wrote {
-                    Poll::Ready(Ok(true))
-                } else {
-                    Poll::Pending
-                };
-            }
+            Poll::Pending => return Poll::Pending,
         }
     }
     match Pin::new(&mut *w).poll_flush(cx) {
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        _ => Poll::Ready(Ok(wrote)),
+        _ => Poll::Ready(Ok(())),
     }
 }
 
@@ -181,9 +172,11 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let outcome = poll_fn(|cx| {
         loop {
+            // Only reads call for another round: the reads below already see what the writes
+            // above freed, so a write alone leaves nothing more to do now.
             let mut progressed = false;
             match poll_drain(stream, to_server, cx) {
-                Poll::Ready(Ok(w)) => progressed |= w,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Outcome::ServerLost(e)),
                 Poll::Pending => {}
             }
@@ -191,7 +184,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
             let drained = poll_drain(client, output, cx);
             bytes_out += before.saturating_sub(output.len());
             match drained {
-                Poll::Ready(Ok(w)) => progressed |= w,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(_)) => {
                     return Poll::Ready(Outcome::ClientGone { clean: false });
                 }
