@@ -35,6 +35,15 @@ pub trait Affine {
 /// times passed over keeps the worst extra wait the same whatever the release rate.
 pub const PASS_OVER_LIMIT: Duration = Duration::from_millis(5);
 
+/// How long a returned connection may be held idle for its own schema's next checkout while
+/// checkouts on other schemas wait. With hot tenants a client of that schema is typically back
+/// within a few tens of microseconds (its own client just got its answer), while handing the
+/// connection to another tenant costs that tenant a `SET search_path` and, in turn, pushes
+/// one of its own connections to a third tenant: one switch breeds the next. A waiter held
+/// this long takes a held connection itself, so the bound holds even when nothing else comes
+/// back.
+pub const HOLD_LIMIT: Duration = Duration::from_millis(1);
+
 /// The pool is closed: no checkout succeeds any more.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Closed;
@@ -60,6 +69,7 @@ pub struct Slots<C> {
     state: Mutex<State<C>>,
     stats: Arc<PoolStats>,
     pass_over: Duration,
+    hold: Duration,
 }
 
 struct State<C> {
@@ -106,14 +116,17 @@ pub enum Got<'a, C: Affine> {
 
 impl<C: Affine> Slots<C> {
     pub fn new(max_open: usize, max_idle: usize, stats: Arc<PoolStats>) -> Self {
-        Self::with_pass_over(max_open, max_idle, stats, PASS_OVER_LIMIT)
+        Self::with_limits(max_open, max_idle, stats, PASS_OVER_LIMIT, HOLD_LIMIT)
     }
 
-    pub fn with_pass_over(
+    /// A pool whose affinity rules wait at most `pass_over` and `hold` (see
+    /// [`PASS_OVER_LIMIT`], [`HOLD_LIMIT`]; zero turns either off).
+    pub fn with_limits(
         max_open: usize,
         max_idle: usize,
         stats: Arc<PoolStats>,
         pass_over: Duration,
+        hold: Duration,
     ) -> Self {
         Slots {
             state: Mutex::new(State {
@@ -127,6 +140,7 @@ impl<C: Affine> Slots<C> {
             }),
             stats,
             pass_over,
+            hold,
         }
     }
 
@@ -140,14 +154,15 @@ impl<C: Affine> Slots<C> {
     /// one, else a slot to open one, else a place in the queue. Taking another tenant's
     /// connection, the one idle longest is the one its tenant is least likely to want back
     /// next: taking the most recent one made each switch cause another (46% of checkouts
-    /// needed `SET search_path` with 10 hot tenants, 28% this way).
+    /// needed `SET search_path` with 10 hot tenants, 28% this way). While checkouts wait,
+    /// what is idle is held for its own schema (see [`HOLD_LIMIT`]): a newcomer on another
+    /// schema queues behind them.
     pub fn take(&self, schema: &str) -> Result<Take<'_, C>, Closed> {
         let mut st = self.lock();
         if st.closed {
             return Err(Closed);
         }
-        let same = st.idle.iter().rposition(|c| c.schema() == Some(schema));
-        if let Some(at) = same.or_else(|| (!st.idle.is_empty()).then_some(0)) {
+        if let Some(at) = st.idle_for(schema) {
             return Ok(Take::Idle(st.idle.remove(at)));
         }
         if st.open < st.max_open {
@@ -178,8 +193,7 @@ impl<C: Affine> Slots<C> {
         if st.closed {
             return None;
         }
-        let same = st.idle.iter().rposition(|c| c.schema() == Some(schema));
-        let at = same.or_else(|| (!st.idle.is_empty()).then_some(0))?;
+        let at = st.idle_for(schema)?;
         Some(st.idle.remove(at))
     }
 
@@ -187,7 +201,7 @@ impl<C: Affine> Slots<C> {
     /// to a waiter, else to the idle list, unless MaxOpen was lowered below use, the idle list
     /// is full or the pool is closed, when it is closed.
     pub fn give_back(&self, conn: Box<C>) {
-        let surplus = self.lock().settle(conn, self.pass_over, &self.stats);
+        let surplus = self.lock().settle(conn, self.limits(), &self.stats);
         // Closing writes to the socket: not under the lock.
         drop(surplus);
     }
@@ -202,7 +216,7 @@ impl<C: Affine> Slots<C> {
     fn forfeit(&self) {
         let mut st = self.lock();
         st.shed(1);
-        st.grant_openings(self.pass_over);
+        st.grant_openings(self.limits());
     }
 
     /// Applies a new MaxOpen and MaxIdle. Idle connections may fill only the slots the new
@@ -219,7 +233,7 @@ impl<C: Affine> Slots<C> {
             self.stats
                 .max_idle_closed
                 .fetch_add(surplus.len() as u64, Relaxed);
-            st.grant_openings(self.pass_over);
+            st.grant_openings(self.limits());
             surplus
         };
         drop(surplus);
@@ -237,7 +251,7 @@ impl<C: Affine> Slots<C> {
             self.stats
                 .max_idle_closed
                 .fetch_add(trimmed.len() as u64, Relaxed);
-            st.grant_openings(self.pass_over);
+            st.grant_openings(self.limits());
             (gone, trimmed)
         };
         drop(gone);
@@ -269,6 +283,27 @@ impl<C: Affine> Slots<C> {
         }
     }
 
+    fn limits(&self) -> Limits {
+        Limits {
+            pass_over: self.pass_over,
+            hold: self.hold,
+        }
+    }
+
+    /// For a waiter queued [`HOLD_LIMIT`] already: leaves the queue with a connection held
+    /// idle for another schema, if there is one. None when nothing is idle or the waiter was
+    /// served meanwhile (it then finds that on its channel).
+    fn rescue(&self, id: u64) -> Option<Box<C>> {
+        let mut st = self.lock();
+        if st.idle.is_empty() {
+            return None;
+        }
+        let at = st.waiters.iter().position(|w| w.id == id)?;
+        st.waiters.remove(at);
+        // Idle longest: least likely to be wanted back by its own schema now.
+        Some(st.idle.remove(0))
+    }
+
     /// Puts back what a waiter that gave up was handed.
     fn refund(&self, grant: Grant<C>) {
         match grant {
@@ -278,19 +313,33 @@ impl<C: Affine> Slots<C> {
     }
 }
 
+/// How long affinity may keep a waiter waiting (see [`PASS_OVER_LIMIT`], [`HOLD_LIMIT`]).
+#[derive(Clone, Copy)]
+struct Limits {
+    pass_over: Duration,
+    hold: Duration,
+}
+
 impl<C: Affine> State<C> {
+    /// The idle connection a checkout on `schema` may take now: the most recent on its
+    /// schema, else (when nobody waits, so nothing is held for its schema) the oldest.
+    fn idle_for(&self, schema: &str) -> Option<usize> {
+        let same = self.idle.iter().rposition(|c| c.schema() == Some(schema));
+        same.or_else(|| (!self.idle.is_empty() && self.waiters.is_empty()).then_some(0))
+    }
+
     fn shed(&mut self, n: usize) {
         debug_assert!(self.open >= n, "more connections closed than open");
         self.open = self.open.saturating_sub(n);
     }
 
     /// Where a returned connection goes; returns it when it must be closed.
-    fn settle(&mut self, conn: Box<C>, pass_over: Duration, stats: &PoolStats) -> Option<Box<C>> {
+    fn settle(&mut self, conn: Box<C>, limits: Limits, stats: &PoolStats) -> Option<Box<C>> {
         if self.closed || self.open > self.max_open {
             self.shed(1);
             return Some(conn);
         }
-        match self.deliver(Grant::Conn(conn), pass_over) {
+        match self.deliver(Grant::Conn(conn), limits) {
             None => None,
             // Only what was offered comes back; a bare slot would just be freed.
             Some(Grant::Open) => {
@@ -309,13 +358,17 @@ impl<C: Affine> State<C> {
         }
     }
 
-    /// Hands `grant` to a waiter; returns it when no waiter is left. A connection goes to the
-    /// oldest waiter on its schema, else to the oldest; a slot to open one goes to the oldest.
-    fn deliver(&mut self, mut grant: Grant<C>, pass_over: Duration) -> Option<Grant<C>> {
+    /// Hands `grant` to a waiter; returns it when no waiter is left, or when it is a
+    /// connection held idle for its own schema. A connection goes to the oldest waiter on its
+    /// schema, else to the oldest; a slot to open one goes to the oldest.
+    fn deliver(&mut self, mut grant: Grant<C>, limits: Limits) -> Option<Grant<C>> {
         // Bounded: each round removes a waiter.
         while !self.waiters.is_empty() {
             let at = match &grant {
-                Grant::Conn(c) => self.pick(c.schema(), pass_over),
+                Grant::Conn(c) => match self.pick(c.schema(), limits) {
+                    Some(at) => at,
+                    None => return Some(grant),
+                },
                 Grant::Open => 0,
             };
             let Some(w) = self.waiters.remove(at) else {
@@ -331,25 +384,33 @@ impl<C: Affine> State<C> {
         Some(grant)
     }
 
-    /// The waiter a connection on `schema` goes to.
-    fn pick(&self, schema: Option<&str>, pass_over: Duration) -> usize {
+    /// The waiter a connection on `schema` goes to; None to hold it idle for its schema.
+    fn pick(&self, schema: Option<&str>, limits: Limits) -> Option<usize> {
         let (Some(schema), Some(oldest)) = (schema, self.waiters.front()) else {
-            return 0;
+            return Some(0);
         };
-        if &*oldest.schema == schema || oldest.since.elapsed() >= pass_over {
-            return 0;
+        if &*oldest.schema == schema {
+            return Some(0);
         }
-        self.waiters
-            .iter()
-            .position(|w| &*w.schema == schema)
-            .unwrap_or(0)
+        let waited = oldest.since.elapsed();
+        if waited >= limits.pass_over {
+            return Some(0);
+        }
+        if let Some(at) = self.waiters.iter().position(|w| &*w.schema == schema) {
+            return Some(at);
+        }
+        // Held only while another connection is in use (this one still counts as in use), so
+        // one comes back soon, and while the idle list has room.
+        let in_use = self.open - self.idle.len();
+        let hold = waited < limits.hold && in_use >= 2 && self.idle.len() < self.max_idle;
+        (!hold).then_some(0)
     }
 
     /// Lets the oldest waiters open connections in the slots free under MaxOpen.
-    fn grant_openings(&mut self, pass_over: Duration) {
+    fn grant_openings(&mut self, limits: Limits) {
         while !self.closed && self.open < self.max_open && !self.waiters.is_empty() {
             self.open += 1;
-            if self.deliver(Grant::Open, pass_over).is_some() {
+            if self.deliver(Grant::Open, limits).is_some() {
                 self.shed(1);
             }
         }
@@ -400,7 +461,26 @@ pub struct Waiting<'a, C: Affine> {
 impl<'a, C: Affine> Waiting<'a, C> {
     /// Waits at most `limit` to be served.
     pub async fn wait(mut self, limit: Duration) -> Result<Got<'a, C>, WaitError> {
-        let outcome = tokio::time::timeout(limit, &mut self.rx).await;
+        let hold = self.slots.hold;
+        let mut outcome = None;
+        let mut rest = limit;
+        if !hold.is_zero() && hold < limit {
+            rest = limit - hold;
+            match tokio::time::timeout(hold, &mut self.rx).await {
+                Ok(r) => outcome = Some(Ok(r)),
+                // Held back long enough for others' affinity: a held connection is fair game.
+                Err(_) => {
+                    if let Some(conn) = self.slots.rescue(self.id) {
+                        self.settled = true;
+                        return Ok(Got::Conn(conn));
+                    }
+                }
+            }
+        }
+        let outcome = match outcome {
+            Some(o) => o,
+            None => tokio::time::timeout(rest, &mut self.rx).await,
+        };
         self.settled = true;
         let grant = match outcome {
             Ok(Ok(grant)) => grant,

@@ -19,7 +19,7 @@ impl Affine for Dummy {
 }
 
 fn slots(max_open: usize, max_idle: usize) -> Slots<Dummy> {
-    Slots::with_pass_over(max_open, max_idle, Arc::default(), LONG)
+    Slots::with_limits(max_open, max_idle, Arc::default(), LONG, Duration::ZERO)
 }
 
 /// Opens a connection in a free slot, as a checkout would.
@@ -110,7 +110,7 @@ async fn a_returned_connection_goes_to_the_oldest_waiter_on_its_schema() {
 #[tokio::test]
 async fn a_waiter_passed_over_too_long_gets_the_next_connection_whatever_its_schema() {
     let guard = Duration::from_secs(10);
-    let s = Slots::with_pass_over(2, 2, Arc::default(), guard);
+    let s = Slots::with_limits(2, 2, Arc::default(), guard, Duration::ZERO);
     let (x, y) = (open(&s, 1, "b"), open(&s, 2, "b"));
     let a = queue(&s, "a");
     let b = queue(&s, "b");
@@ -132,7 +132,7 @@ async fn a_waiter_passed_over_too_long_gets_the_next_connection_whatever_its_sch
 
 #[tokio::test]
 async fn with_no_affinity_window_the_oldest_waiter_is_always_served_first() {
-    let s = Slots::with_pass_over(1, 1, Arc::default(), Duration::ZERO);
+    let s = Slots::with_limits(1, 1, Arc::default(), Duration::ZERO, Duration::ZERO);
     let x = open(&s, 1, "b");
     let (a, b) = (queue(&s, "a"), queue(&s, "b"));
     s.give_back(x);
@@ -389,4 +389,59 @@ fn take_idle_prefers_the_schema_and_never_opens_or_queues() {
     assert_eq!(s.take_idle("x").map(|c| c.id), Some(3));
     assert!(s.take_idle("a").is_none());
     s.close();
+}
+
+#[tokio::test]
+async fn a_returned_connection_is_held_for_its_schema_then_rescued_by_a_waiter() {
+    let hold = Duration::from_millis(100);
+    let s = Slots::with_limits(2, 2, Arc::default(), LONG, hold);
+    let a = open(&s, 1, "a");
+    let b = open(&s, 2, "b");
+    let w = queue(&s, "c");
+    let queued = Instant::now();
+    s.give_back(a);
+    assert_eq!(counts(&s), (2, 1, 1), "held idle for 'a' while 'c' waits");
+    // A newcomer on yet another schema queues behind the waiter instead of taking it...
+    assert!(matches!(s.take("x"), Ok(Take::Wait(_))));
+    // ...while a client of 'a' takes it at once.
+    let a = idle(&s, "a");
+    s.give_back(a);
+    // Nothing else comes back: the waiter takes the held connection once `hold` is over.
+    match w.wait(LONG).await {
+        Ok(Got::Conn(c)) => assert_eq!(c.id, 1),
+        _ => panic!("the waiter takes the held connection"),
+    }
+    assert!(queued.elapsed() >= hold, "held for its own schema first");
+    assert_eq!(counts(&s), (2, 0, 0));
+    drop(b);
+}
+
+#[tokio::test]
+async fn nothing_is_held_when_no_other_connection_would_come_back() {
+    let s = Slots::with_limits(1, 1, Arc::default(), LONG, LONG);
+    let a = open(&s, 1, "a");
+    let w = queue(&s, "b");
+    s.give_back(a);
+    assert_eq!(
+        served(w).await,
+        Some(1),
+        "the only connection goes to the waiter"
+    );
+}
+
+#[tokio::test]
+async fn a_held_connection_goes_to_its_schema_waiter_when_one_queues() {
+    let s = Slots::with_limits(2, 2, Arc::default(), LONG, LONG);
+    let a = open(&s, 1, "a");
+    let b = open(&s, 2, "b");
+    let wc = queue(&s, "c");
+    s.give_back(a);
+    // A checkout on 'b' finds nothing of its schema idle and others waiting: it queues, and
+    // gets 'b' when it comes back, ahead of the older waiter on 'c'.
+    let wb = queue(&s, "b");
+    s.give_back(b);
+    assert_eq!(served(wb).await, Some(2));
+    assert_eq!(counts(&s), (2, 1, 1));
+    drop(wc);
+    assert_eq!(counts(&s), (2, 1, 0));
 }
