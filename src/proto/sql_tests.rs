@@ -1,0 +1,527 @@
+use super::*;
+
+fn pin(sql: &str) -> Option<&'static str> {
+    classify(sql.as_bytes()).pin
+}
+
+#[test]
+fn plain_queries_are_harmless() {
+    for q in [
+        "select * from t where a = 'temp'",
+        "UPDATE t SET x = 1 WHERE id = $1",
+        "select 1 offset 5",
+        "BEGIN; SET LOCAL statement_timeout = 5; COMMIT",
+        "SET application_name = 'x'",
+        "SET TIME ZONE 'UTC'",
+        "select pg_advisory_xact_lock(1)",
+        "-- set role x\nselect 1",
+    ] {
+        assert_eq!(classify(q.as_bytes()), Effects::default(), "{q}");
+    }
+}
+
+#[test]
+fn search_path_changes_are_seen() {
+    for q in [
+        "SET search_path TO other",
+        "set SESSION Search_Path = a,b",
+        "RESET ALL",
+        "discard all",
+        "select set_config('search_path', 'x', false)",
+        "SET \"search_path\" TO x",
+    ] {
+        assert!(classify(q.as_bytes()).search_path, "{q}");
+    }
+    assert_eq!(pin("select set_config('search_path', 'x', false)"), None);
+}
+
+#[test]
+fn session_state_pins() {
+    for q in [
+        "PREPARE p AS select 1",
+        "listen chan",
+        "DECLARE c CURSOR WITH HOLD FOR select 1",
+        "create temp table t (a int)",
+        "CREATE TEMPORARY TABLE t (a int)",
+        "select pg_advisory_lock(42)",
+        "select currval('s')",
+        "SET ROLE admin",
+        "SET SESSION AUTHORIZATION bob",
+        "select set_config(current_user, '1', false)",
+    ] {
+        assert!(pin(q).is_some(), "{q}");
+    }
+}
+
+#[test]
+fn replayable_settings_are_named() {
+    for (q, name) in [
+        ("SET statement_timeout = 100", "statement_timeout"),
+        ("set session work_mem to '1MB'", "work_mem"),
+        ("SET myapp.tenant_id = 7", "myapp.tenant_id"),
+        (
+            "select set_config('Statement_Timeout', '1', false)",
+            "statement_timeout",
+        ),
+        (
+            "DO $$ BEGIN PERFORM set_config('work_mem', '1MB', false); END $$",
+            "work_mem",
+        ),
+        ("select 1; set work_mem = '1MB'", "work_mem"),
+        ("RESET lock_timeout", "lock_timeout"),
+    ] {
+        let fx = classify(q.as_bytes());
+        assert_eq!(fx.pin, None, "{q}");
+        assert_eq!(fx.settings, vec![name.to_owned()], "{q}");
+    }
+    assert!(classify(b"RESET ALL").reset_all);
+    assert!(classify(b"discard all").reset_all);
+}
+
+#[test]
+fn lexer_survives_garbage() {
+    for q in [
+        "'unterminated",
+        "\"x",
+        "/* open",
+        "$$",
+        "e'\\",
+        "\u{ff}set role",
+    ] {
+        let _ = classify(q.as_bytes());
+    }
+}
+
+/// The classifier as it was before the prefilter and the lexer were made cheap: a token list
+/// of owned lower-cased strings. Kept as the reference the fast one must agree with. Its one
+/// change: DISCARD or-s `deallocate` and `reset_all` instead of assigning them.
+mod reference {
+    use super::Effects;
+
+    const REPORTED: &[&str] = &[
+        "application_name",
+        "client_encoding",
+        "datestyle",
+        "intervalstyle",
+        "timezone",
+        "standard_conforming_strings",
+    ];
+
+    #[derive(Debug, PartialEq)]
+    enum Tok {
+        Word(String),
+        Str(String),
+        Punct(u8),
+    }
+
+    fn lex(sql: &[u8]) -> Vec<Tok> {
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < sql.len() {
+            let c = sql[i];
+            match c {
+                b'-' if sql.get(i + 1) == Some(&b'-') => {
+                    while i < sql.len() && sql[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'/' if sql.get(i + 1) == Some(&b'*') => {
+                    let mut depth = 0usize;
+                    while i < sql.len() {
+                        if sql[i..].starts_with(b"/*") {
+                            depth += 1;
+                            i += 2;
+                        } else if sql[i..].starts_with(b"*/") {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                b'\'' => {
+                    let escapes = i > 0 && matches!(sql[i - 1], b'e' | b'E');
+                    let start = i + 1;
+                    i += 1;
+                    while i < sql.len() {
+                        if escapes && sql[i] == b'\\' {
+                            i += 2;
+                            continue;
+                        }
+                        if sql[i] == b'\'' {
+                            if sql.get(i + 1) == Some(&b'\'') {
+                                i += 2;
+                                continue;
+                            }
+                            break;
+                        }
+                        i += 1;
+                    }
+                    let text = &sql[start.min(sql.len())..i.min(sql.len())];
+                    toks.push(Tok::Str(String::from_utf8_lossy(text).to_lowercase()));
+                    i += 1;
+                }
+                b'"' => {
+                    let start = i + 1;
+                    i += 1;
+                    while i < sql.len() && sql[i] != b'"' {
+                        i += 1;
+                    }
+                    let word = &sql[start.min(sql.len())..i.min(sql.len())];
+                    toks.push(Tok::Word(String::from_utf8_lossy(word).to_lowercase()));
+                    i += 1;
+                }
+                b'$' => {
+                    i += 1;
+                    while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_') {
+                        i += 1;
+                    }
+                    if sql.get(i) == Some(&b'$') {
+                        i += 1;
+                    }
+                }
+                c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                    let start = i;
+                    while i < sql.len()
+                        && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] >= 0x80)
+                    {
+                        i += 1;
+                    }
+                    let w = String::from_utf8_lossy(&sql[start..i]).to_ascii_lowercase();
+                    toks.push(Tok::Word(w));
+                }
+                c if c.is_ascii_whitespace() || c.is_ascii_digit() => i += 1,
+                c => {
+                    toks.push(Tok::Punct(c));
+                    i += 1;
+                }
+            }
+        }
+        toks
+    }
+
+    fn word(t: Option<&Tok>) -> &str {
+        match t {
+            Some(Tok::Word(w)) => w,
+            _ => "",
+        }
+    }
+
+    fn classify_set(rest: &[Tok], fx: &mut Effects) {
+        let mut i = 0;
+        let local = word(rest.first()) == "local";
+        if matches!(word(rest.first()), "local" | "session") {
+            i = 1;
+        }
+        match word(rest.get(i)) {
+            "search_path" | "schema" => fx.search_path = true,
+            "transaction" | "constraints" => {}
+            "role" => fx.pin = Some("SET ROLE"),
+            "authorization" => fx.pin = Some("SET SESSION AUTHORIZATION"),
+            "characteristics" => fx.pin = Some("SET SESSION CHARACTERISTICS"),
+            "session" if word(rest.get(i + 1)) == "characteristics" => {
+                fx.pin = Some("SET SESSION CHARACTERISTICS")
+            }
+            "session" => fx.pin = Some("SET SESSION AUTHORIZATION"),
+            "time" if word(rest.get(i + 1)) == "zone" => {}
+            n if REPORTED.contains(&n) => {}
+            _ if local => {}
+            _ => match setting_name(rest, i) {
+                Some(n) => fx.settings.push(n),
+                None => fx.pin = Some("session-level SET"),
+            },
+        }
+    }
+
+    fn setting_name(rest: &[Tok], mut i: usize) -> Option<String> {
+        let mut name = word(rest.get(i)).to_owned();
+        if name.is_empty() {
+            return None;
+        }
+        while rest.get(i + 1) == Some(&Tok::Punct(b'.')) {
+            let next = word(rest.get(i + 2));
+            if next.is_empty() {
+                return None;
+            }
+            name.push('.');
+            name.push_str(next);
+            i += 2;
+        }
+        Some(name)
+    }
+
+    fn classify_statement(st: &[Tok], fx: &mut Effects) {
+        match word(st.first()) {
+            "set" => classify_set(&st[1..], fx),
+            "reset" => match word(st.get(1)) {
+                "all" => {
+                    fx.search_path = true;
+                    fx.reset_all = true;
+                }
+                "search_path" => fx.search_path = true,
+                "role" | "session" => {}
+                n if REPORTED.contains(&n) => {}
+                _ => match setting_name(st, 1) {
+                    Some(n) => fx.settings.push(n),
+                    None => fx.search_path = true,
+                },
+            },
+            "discard" => {
+                fx.search_path = true;
+                fx.deallocate |= word(st.get(1)) == "all";
+                fx.reset_all |= word(st.get(1)) == "all";
+            }
+            "deallocate" => fx.deallocate = true,
+            "prepare" => fx.pin = Some("SQL PREPARE"),
+            "listen" => fx.pin = Some("LISTEN"),
+            "load" => fx.pin = Some("LOAD"),
+            _ => {}
+        }
+        let mut names_search_path = false;
+        let mut set_config_targets: Vec<Option<String>> = Vec::new();
+        for (i, t) in st.iter().enumerate() {
+            match t {
+                Tok::Word(w) => match w.as_str() {
+                    "temp" | "temporary" => fx.pin = Some("temporary table"),
+                    "hold" if i > 0 && word(st.get(i - 1)) == "with" => {
+                        fx.pin = Some("DECLARE ... WITH HOLD")
+                    }
+                    "pg_advisory_lock"
+                    | "pg_advisory_lock_shared"
+                    | "pg_try_advisory_lock"
+                    | "pg_try_advisory_lock_shared" => fx.pin = Some("session advisory lock"),
+                    "currval" | "lastval" => fx.pin = Some("currval()/lastval()"),
+                    "set_config" => {
+                        let target = match (st.get(i + 1), st.get(i + 2)) {
+                            (Some(Tok::Punct(b'(')), Some(Tok::Str(name))) => Some(name.clone()),
+                            _ => None,
+                        };
+                        set_config_targets.push(target);
+                    }
+                    "search_path" => names_search_path = true,
+                    _ => {}
+                },
+                Tok::Str(s) if s == "search_path" => names_search_path = true,
+                _ => {}
+            }
+        }
+        for target in set_config_targets {
+            fx.search_path = true;
+            match target {
+                Some(name) if name == "search_path" => {}
+                Some(name) => fx.settings.push(name),
+                None if names_search_path => {}
+                None => fx.pin = Some("set_config()"),
+            }
+        }
+    }
+
+    pub fn classify(sql: &[u8]) -> Effects {
+        let mut fx = Effects::default();
+        for st in lex(sql).split(|t| *t == Tok::Punct(b';')) {
+            classify_statement(st, &mut fx);
+        }
+        fx
+    }
+}
+
+/// Texts that probe the prefilter's word starts and the lexer's corners.
+const CORNERS: &[&[u8]] = &[
+    b"",
+    b";",
+    b" \n\t",
+    b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+    b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 5;",
+    b"UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 3;",
+    b"INSERT INTO pgbench_history (tid, bid, aid, mtime) VALUES (1, 2, 3, CURRENT_TIMESTAMP);",
+    b"/* c */set role x",
+    b"/* a /* nested */ still comment */ SET ROLE x",
+    b"-- c\nset role x",
+    b"-- c\r\nlisten x",
+    b"select 1;set role x",
+    b"select 1;\tSeT RoLe x",
+    b"select 'set role x'",
+    b"select \"set role x\"",
+    b"\"SET\" role x",
+    b"select 1; \"set\" search_path to x",
+    b"sElEcT PG_ADVISORY_LOCK(1)",
+    b"SELECT/**/pg_advisory_lock(1)",
+    b"select pg_try_advisory_lock_shared(7)",
+    b"select pg_catalog.pg_advisory_lock_shared(7)",
+    b"select pg_catalog.\"pg_advisory_lock\"(7)",
+    b"select \"pg_advisory_loc\xe2\x84\xaa\"(7)",
+    b"select pg_catalog.set_config('search_path', 'x', false)",
+    b"select pg_catalog.set_config('Work_Mem', '1MB', false)",
+    b"select set_config($1, $2, false)",
+    b"select set_config(name, 'x', false) from t where name = 'search_path'",
+    b"select E'it\\'s'; set role x",
+    b"select E'\\'; set role x'",
+    b"select e'\\\\'; set role x",
+    b"select 'it''s'; listen c",
+    b"se/**/t role x",
+    b"$$set role x$$",
+    b"do$$begin perform set_config('work_mem','1',false);end$$",
+    b"DO $body$ BEGIN PERFORM 1; SET search_path = x; END $body$",
+    b"select $1; set role x",
+    b"x$1 set role x",
+    b"$1 set role x",
+    b"1set role x",
+    b"abc1set role x",
+    b"select 1 set role x",
+    b"\xffset role x",
+    b"select 1;\xff set role x",
+    b"set role \xff",
+    b"select '\xff'; set role x",
+    b"SET \"\xffx\" = 1",
+    b"SET \"My.App\".\"X\xc3\x89\" = 1",
+    b"set myapp.\"\" = 1",
+    b"set local myapp.x = 1",
+    b"set",
+    b"set session",
+    b"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    b"set time zone local; set timezone = 'UTC'",
+    b"set time = 1",
+    b"reset",
+    b"reset role; reset session authorization; reset TimeZone",
+    b"RESET myapp.x",
+    b"discard plans",
+    b"deallocate all; discard plans",
+    b"discard all; discard temp",
+    b"select * from templates where holder = 'temp' and loader = 1",
+    b"declare c cursor with\nhold for select 1",
+    b"declare c cursor \"WITH\" \"HOLD\" for select 1",
+    b"select lastval()",
+    b"select nextval('s'), currval('s')",
+    b"create temporary view v as select 1",
+    b"load 'auto_explain'",
+    b"select * from t where load > 1",
+    b"prepare q as select 1; execute q",
+    b"listen x; unlisten x",
+    b"select settings, setof, offset_x from reset_log",
+    b"select 1\x0bset role x",
+    b"select 1\x0cset role x",
+    b"'unterminated set role x",
+    b"\"x",
+    b"/* open set role x",
+    b"$$",
+    b"e'\\",
+];
+
+#[test]
+fn agrees_with_the_reference_on_corner_cases() {
+    for q in CORNERS {
+        assert_eq!(
+            classify(q),
+            reference::classify(q),
+            "{}",
+            String::from_utf8_lossy(q)
+        );
+    }
+}
+
+#[test]
+fn corner_cases_answer_as_expected() {
+    let pins = |q: &[u8]| classify(q).pin;
+    for q in [
+        &b"/* c */set role x"[..],
+        b"-- c\nset role x",
+        b"select 1;set role x",
+        b"\"SET\" role x",
+        b"sElEcT PG_ADVISORY_LOCK(1)",
+        b"SELECT/**/pg_advisory_lock(1)",
+        b"select pg_try_advisory_lock_shared(7)",
+        b"select E'it\\'s'; set role x",
+        b"$$set role x$$",
+        b"1set role x",
+        b"select '\xff'; set role x",
+    ] {
+        assert!(pins(q).is_some(), "{}", String::from_utf8_lossy(q));
+    }
+    for q in [
+        &b""[..],
+        b"select 'set role x'",
+        b"select E'\\'; set role x'",
+        b"se/**/t role x",
+        b"\xffset role x",
+        b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 5;",
+    ] {
+        assert_eq!(
+            classify(q),
+            Effects::default(),
+            "{}",
+            String::from_utf8_lossy(q)
+        );
+    }
+    let fx = classify(b"select pg_catalog.set_config('search_path', 'x', false)");
+    assert!(fx.search_path);
+    assert_eq!(fx.pin, None);
+    let fx = classify(b"SET \"\xffx\" = 1");
+    assert_eq!(fx.settings, vec!["\u{fffd}x".to_owned()]);
+}
+
+#[test]
+fn a_later_discard_does_not_undo_an_earlier_one() {
+    let fx = classify(b"deallocate all; discard plans");
+    assert!(fx.deallocate);
+    let fx = classify(b"discard all; discard temp");
+    assert!(fx.deallocate && fx.reset_all);
+}
+
+#[test]
+fn update_set_and_plain_selects_skip_the_lexer() {
+    for q in [
+        &b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 5;"[..],
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+        b"select * from templates where holder = 1",
+        b"select pg_advisory_xact_lock(1)",
+    ] {
+        assert!(!may_have_effects(q), "{}", String::from_utf8_lossy(q));
+    }
+    for q in [
+        &b"x;set role y"[..],
+        b"$1 set role y",
+        b"-- x\nset role y",
+        b"/**/set role y",
+    ] {
+        assert!(may_have_effects(q), "{}", String::from_utf8_lossy(q));
+    }
+}
+
+/// Texts glued from fragments chosen to meet at awkward places (inside quotes and comments,
+/// around `$`, digits and keywords) must classify as the reference does.
+#[test]
+fn agrees_with_the_reference_on_generated_text() {
+    // Fragments separated by `|`.
+    const PARTS: &[u8] =
+        b"set|SET|reset|rEsEt|role| |\n|\t|\r|\x0c|\x0b|;|'|\"|E'|\\|/*|*/|--|$$|$|$1|1|\
+        x|_|.|(|)|=|search_path|set_config|Set_Config|('work_mem'|pg_advisory_lock|pg_advisory_loc|\
+        pg_try_advisory_lock|pg_try_advisory_lock_shared|\xe2\x84\xaa|with|hold|Hold|temp|TEMP|\
+        temporary|discard|DISCARD|all|deallocate|prepare|listen|load|currval|lastval|session|\
+        local|time|zone|characteristics|UPDATE t|select|\xff|\xc3\xa9|a.b|begin|pg_catalog.|\
+        application_name|work_mem|schema";
+    let parts: Vec<&[u8]> = PARTS.split(|&b| b == b'|').collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut q = Vec::new();
+    for _ in 0..50_000 {
+        q.clear();
+        let n = 1 + next() % 10;
+        for _ in 0..n {
+            q.extend_from_slice(parts[(next() % parts.len() as u64) as usize]);
+        }
+        assert_eq!(
+            classify(&q),
+            reference::classify(&q),
+            "{}",
+            String::from_utf8_lossy(&q)
+        );
+    }
+}
