@@ -4,6 +4,7 @@ pub mod backend;
 pub mod frame;
 pub mod frontend;
 pub mod sql;
+mod sql_prefilter;
 pub mod startup;
 
 pub use frame::{Header, ProtoError};

@@ -4,7 +4,12 @@
 //! This is not a parser. It lexes enough (comments, quotes, dollar quotes) to find statement
 //! boundaries and keywords, and when in doubt it answers "pin", because a wrong "no" leaks one
 //! tenant's session into another's. It runs on every Query and Parse, so most text is answered
-//! by one pass over its bytes, and the lexer borrows the text instead of allocating.
+//! by one pass over its bytes (`sql_prefilter`), and the lexer borrows the text instead of
+//! allocating. Procedural code is read as statements too: the body of a DO block (dollar- or
+//! single-quoted) is lexed as code, and a statement may begin after the words and delimiters
+//! that end a PL/pgSQL control clause, so `DO $$ BEGIN SET ROLE x; END $$` is seen.
+
+use super::sql_prefilter::{WORD_CONT, WORD_START, class, is_lower, may_have_effects, opens_block};
 
 /// What a piece of SQL may do to the session it runs on.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,168 +25,6 @@ pub struct Effects {
     pub settings: Vec<String>,
     /// RESET ALL / DISCARD ALL: every session setting is back to its default.
     pub reset_all: bool,
-}
-
-/// Byte classes shared by the prefilter and the lexer.
-const WORD_START: u8 = 1;
-const WORD_CONT: u8 = 2;
-/// First letter (either case) of a word `keyword_at` looks for.
-const CANDIDATE: u8 = 4;
-
-static CLASS: [u8; 256] = byte_classes();
-
-const fn byte_classes() -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
-            t[b] |= WORD_START | WORD_CONT;
-        }
-        if c.is_ascii_digit() {
-            t[b] |= WORD_CONT;
-        }
-        if c.is_ascii_alphabetic()
-            && matches!(
-                c.to_ascii_lowercase(),
-                b'c' | b'd' | b'h' | b'l' | b'p' | b'r' | b's' | b't'
-            )
-        {
-            t[b] |= CANDIDATE;
-        }
-        b += 1;
-    }
-    t
-}
-
-fn class(b: u8) -> u8 {
-    CLASS[b as usize]
-}
-
-/// Whether the text may contain a word the classifier reacts to. Most queries contain none
-/// and are answered without lexing.
-///
-/// A word the lexer yields always starts where the byte before is not a letter, `_` or a
-/// non-ASCII byte (a quoted identifier starts after `"`, a word after a dollar quote after
-/// `$`, and digits are skipped as if they were spaces), so only those positions are tested:
-/// treating digits and `$` as word breaks tests more positions than needed, never fewer. The
-/// starts are found eight bytes at a time.
-fn may_have_effects(sql: &[u8]) -> bool {
-    let (chunks, tail) = sql.as_chunks::<8>();
-    let mut before = 0;
-    for (n, chunk) in chunks.iter().enumerate() {
-        if keyword_in_chunk(sql, n * 8, u64::from_le_bytes(*chunk), &mut before) {
-            return true;
-        }
-    }
-    // Zero bytes pad the tail; they cannot start a word, so no position past the end is tested.
-    let last = tail.iter().rev().fold(0, |x, &b| (x << 8) | u64::from(b));
-    keyword_in_chunk(sql, chunks.len() * 8, last, &mut before)
-}
-
-/// Tests the word starts among the eight bytes `x` at `sql[base..]`. `before` carries, in its
-/// bit 7, whether the byte before them was a word byte.
-#[inline(always)]
-fn keyword_in_chunk(sql: &[u8], base: usize, x: u64, before: &mut u64) -> bool {
-    let word = word_bytes(x);
-    let mut starts = word & !((word << 8) | *before);
-    *before = word >> 56;
-    while starts != 0 {
-        let i = base + (starts.trailing_zeros() / 8) as usize;
-        if class(sql[i]) & CANDIDATE != 0 && keyword_at(sql, i) {
-            return true;
-        }
-        starts &= starts - 1;
-    }
-    false
-}
-
-/// Bit 7 of each byte of `x` (little-endian) set where the byte is `[A-Za-z_]` or >= 0x80.
-#[inline(always)]
-fn word_bytes(x: u64) -> u64 {
-    const fn splat(b: u8) -> u64 {
-        u64::from_ne_bytes([b; 8])
-    }
-    let seven = x & splat(0x7f);
-    let folded = seven | splat(0x20);
-    // Every byte is below 0x80 before these additions, so none carries into its neighbour.
-    let letter = (folded + splat(0x80 - b'a')) & !(folded + splat(0x80 - b'z' - 1));
-    let underscore = !((seven ^ splat(b'_')) + splat(0x7f));
-    (letter | underscore | x) & splat(0x80)
-}
-
-/// Whether a word the classifier reacts to may start at `sql[i]`. Words that only matter as
-/// the first word of a statement (SET, RESET, ...) count only where a statement may begin.
-fn keyword_at(sql: &[u8], i: usize) -> bool {
-    let rest = &sql[i..];
-    let prefix = |w: &[u8]| rest.get(..w.len()).is_some_and(|s| is_lower(s, w));
-    // The lexer's word would be exactly `w`. Only the pg_*advisory_lock names contain a `k`,
-    // the one letter a non-ASCII character (the Kelvin sign) lower-cases to, so every other
-    // word is matched whole; those are matched by a prefix that stops before the `k`.
-    let word = |w: &[u8]| {
-        let end = rest.get(w.len());
-        prefix(w) && end.is_none_or(|&b| class(b) & WORD_CONT == 0)
-    };
-    let first = || may_begin_statement(sql, i);
-    // The first four bytes, case folded, pick the one or two words worth comparing in full.
-    // Folding sets bit 5 of every byte, which also matches a few non-letters (`_` and 0x7f
-    // fold alike): only to be compared in full.
-    const fn fold(w: &[u8; 4]) -> u32 {
-        u32::from_le_bytes(*w) | 0x2020_2020
-    }
-    let head = match rest.first_chunk::<4>() {
-        Some(four) => fold(four),
-        None => rest.iter().rev().fold(0, |x, &b| (x << 8) | u32::from(b)) | 0x2020_2020,
-    };
-    const SET_: u32 = fold(b"set_");
-    const SET: u32 = fold(b"set\0") & 0x00ff_ffff;
-    const RESE: u32 = fold(b"rese");
-    const DISC: u32 = fold(b"disc");
-    const DEAL: u32 = fold(b"deal");
-    const PREP: u32 = fold(b"prep");
-    const LIST: u32 = fold(b"list");
-    const LOAD: u32 = fold(b"load");
-    const PG_A: u32 = fold(b"pg_a");
-    const PG_T: u32 = fold(b"pg_t");
-    const LAST: u32 = fold(b"last");
-    const TEMP: u32 = fold(b"temp");
-    const HOLD: u32 = fold(b"hold");
-    const CURR: u32 = fold(b"curr");
-    match head {
-        SET_ => prefix(b"set_config"),
-        RESE => word(b"reset") && first(),
-        DISC => word(b"discard") && first(),
-        DEAL => word(b"deallocate") && first(),
-        PREP => word(b"prepare") && first(),
-        LIST => word(b"listen") && first(),
-        LOAD => word(b"load") && first(),
-        PG_A => prefix(b"pg_advisory_loc"),
-        PG_T => prefix(b"pg_try_advisory_loc"),
-        LAST => word(b"lastval"),
-        TEMP => word(b"temp") || word(b"temporary"),
-        HOLD => word(b"hold"),
-        CURR => word(b"currval"),
-        _ if head & 0x00ff_ffff == SET => word(b"set") && first(),
-        _ => false,
-    }
-}
-
-/// Whether a word at `sql[i]` may be the first token of a statement. "No" only when a word
-/// token certainly precedes it on the same line: `UPDATE t SET ...`.
-fn may_begin_statement(sql: &[u8], i: usize) -> bool {
-    let mut j = i;
-    // Bytes the lexer skips without a token; a newline may end a `--` comment, so stop there.
-    while j > 0 && matches!(sql[j - 1], b' ' | b'\t' | b'\r' | 0x0c | b'0'..=b'9') {
-        j -= 1;
-    }
-    if j == 0 || class(sql[j - 1]) & WORD_START == 0 {
-        return true;
-    }
-    while j > 0 && class(sql[j - 1]) & WORD_CONT != 0 {
-        j -= 1;
-    }
-    // After `$` these bytes are a dollar-quote tag or parameter number, which yield no token.
-    j > 0 && sql[j - 1] == b'$'
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +44,19 @@ enum Tok<'a> {
 struct Lexer<'a> {
     sql: &'a [u8],
     i: usize,
+    /// A dollar-quote delimiter (`$$`, `$tag$`) came between the previous token and the one
+    /// last returned: a procedural body may begin there.
+    after_dollar: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(sql: &'a [u8]) -> Self {
+        Lexer {
+            sql,
+            i: 0,
+            after_dollar: false,
+        }
+    }
 }
 
 impl<'a> Iterator for Lexer<'a> {
@@ -209,9 +65,11 @@ impl<'a> Iterator for Lexer<'a> {
     fn next(&mut self) -> Option<Tok<'a>> {
         let sql = self.sql;
         let mut i = self.i;
+        let mut after_dollar = false;
         let tok = loop {
             let Some(&c) = sql.get(i) else {
                 self.i = i;
+                self.after_dollar = after_dollar;
                 return None;
             };
             match c {
@@ -263,6 +121,7 @@ impl<'a> Iterator for Lexer<'a> {
                     }
                     if sql.get(i) == Some(&b'$') {
                         i += 1;
+                        after_dollar = true;
                     }
                 }
                 c if class(c) & WORD_START != 0 => {
@@ -281,6 +140,7 @@ impl<'a> Iterator for Lexer<'a> {
             }
         };
         self.i = i;
+        self.after_dollar = after_dollar;
         Some(tok)
     }
 }
@@ -315,6 +175,8 @@ enum Kw {
     Prepare,
     Listen,
     Load,
+    /// DO: a string constant in its statement is a procedural body.
+    Do,
     Temp,
     With,
     Hold,
@@ -368,6 +230,7 @@ fn lookup(w: &[u8]) -> Option<Kw> {
         b'd' => &[
             (b"discard", Discard),
             (b"deallocate", Deallocate),
+            (b"do", Do),
             (b"datestyle", Reported),
         ],
         b'h' => &[(b"hold", Hold)],
@@ -409,17 +272,6 @@ fn lookup(w: &[u8]) -> Option<Kw> {
         .iter()
         .find(|(k, _)| is_lower(w, k))
         .map(|&(_, kw)| kw)
-}
-
-/// Whether `text`, ASCII-lower-cased, is `lower`. Unlike `eq_ignore_ascii_case`, which
-/// compares in chunks, this stops at the first byte that differs: the inputs are short words
-/// that mostly differ early.
-fn is_lower(text: &[u8], lower: &[u8]) -> bool {
-    text.len() == lower.len()
-        && text
-            .iter()
-            .zip(lower)
-            .all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
 /// Quoted text lower-cased the way identifiers and setting names are compared.
@@ -512,17 +364,30 @@ fn classify_reset(mut rest: Lexer<'_>, fx: &mut Effects) {
     }
 }
 
-/// Classifies the statement `lx` is at and moves past it; false when the text has ended.
-fn classify_statement(lx: &mut Lexer<'_>, fx: &mut Effects) -> bool {
-    let mut head = lx.clone();
-    match kw(head.next()) {
-        Some(Kw::Set) => classify_set(head, fx),
-        Some(Kw::Reset) => classify_reset(head, fx),
+/// Where a DO body quoted as a string nests more DO bodies than this, the classifier pins instead
+/// of looking further. Each level doubles the quotes of the next, so real text never gets close.
+const MAX_BODY_DEPTH: usize = 8;
+
+/// Whether a statement may begin after `t` (see `opens_block`).
+fn opens_block_tok(t: Tok<'_>) -> bool {
+    match t {
+        Tok::Word(w) => opens_block(w),
+        Tok::Quoted(q) if q.is_ascii() => opens_block(q),
+        Tok::Quoted(q) => opens_block(lower(q).as_bytes()),
+        _ => false,
+    }
+}
+
+/// The command a statement begins with: `k` is its first word, `rest` the tokens after it.
+fn classify_command(k: Option<Kw>, mut rest: Lexer<'_>, fx: &mut Effects) {
+    match k {
+        Some(Kw::Set) => classify_set(rest, fx),
+        Some(Kw::Reset) => classify_reset(rest, fx),
         Some(Kw::Discard) => {
             fx.search_path = true;
             // Or-ed, not assigned: a later `DISCARD PLANS` does not bring back what an earlier
             // statement of the same text dropped.
-            let all = kw(head.next()) == Some(Kw::All);
+            let all = kw(rest.next()) == Some(Kw::All);
             fx.deallocate |= all;
             fx.reset_all |= all;
         }
@@ -532,22 +397,68 @@ fn classify_statement(lx: &mut Lexer<'_>, fx: &mut Effects) -> bool {
         Some(Kw::Load) => fx.pin = Some("LOAD"),
         _ => {}
     }
+}
+
+/// A DO body written as a string constant (`DO 'BEGIN ... END'`) is classified as code, the
+/// way a dollar-quoted body is lexed in place; doubled quotes in it stand for one.
+fn classify_quoted_body(text: &[u8], fx: &mut Effects, depth: usize) {
+    if depth >= MAX_BODY_DEPTH {
+        fx.pin = Some("deeply nested DO body");
+        return;
+    }
+    let unquoted;
+    let body = if text.contains(&b'\'') {
+        unquoted = undouble_quotes(text);
+        &unquoted[..]
+    } else {
+        text
+    };
+    let mut lx = Lexer::new(body);
+    while classify_statement(&mut lx, fx, depth + 1) {}
+}
+
+/// `text` with each `''` made `'`.
+fn undouble_quotes(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        out.push(b);
+        i += if b == b'\'' && text.get(i + 1) == Some(&b'\'') {
+            2
+        } else {
+            1
+        };
+    }
+    out
+}
+
+/// Classifies the statement `lx` is at and moves past it; false when the text has ended.
+/// `depth` counts the string-quoted DO bodies the statement is inside.
+fn classify_statement(lx: &mut Lexer<'_>, fx: &mut Effects, depth: usize) -> bool {
     // A set_config whose name is not a literal is harmless only if the statement names
     // search_path somewhere (the pooler re-reads it); decided once the statement has ended.
     let mut names_search_path = false;
     let mut unnamed_set_config = false;
+    // Whether a command may begin at the next token: at the start, and after a word that ends
+    // a PL/pgSQL control clause.
+    let mut may_begin = true;
     let mut prev = None;
+    // A DO began where a command may: its string constants are bodies.
+    let mut in_do = false;
     let more = loop {
         let Some(t) = lx.next() else {
             break false;
         };
+        let k = keyword(t);
+        if may_begin || lx.after_dollar {
+            classify_command(k, lx.clone(), fx);
+            in_do |= k == Some(Kw::Do);
+        }
         match t {
             Tok::Punct(b';') => break true,
-            Tok::Word(_) | Tok::Quoted(_) => match keyword(t) {
+            Tok::Word(_) | Tok::Quoted(_) => match k {
                 Some(Kw::Temp) => fx.pin = Some("temporary table"),
-                Some(Kw::Hold) if kw(prev) == Some(Kw::With) => {
-                    fx.pin = Some("DECLARE ... WITH HOLD")
-                }
+                Some(Kw::Hold) if prev == Some(Kw::With) => fx.pin = Some("DECLARE ... WITH HOLD"),
                 Some(Kw::AdvisoryLock) => fx.pin = Some("session advisory lock"),
                 Some(Kw::SeqValue) => fx.pin = Some("currval()/lastval()"),
                 Some(Kw::SetConfig) => {
@@ -565,10 +476,16 @@ fn classify_statement(lx: &mut Lexer<'_>, fx: &mut Effects) -> bool {
                 Some(Kw::SearchPath) => names_search_path = true,
                 _ => {}
             },
-            Tok::Str(s) if text_is(s, "search_path") => names_search_path = true,
+            Tok::Str(s) => {
+                names_search_path |= text_is(s, "search_path");
+                if in_do {
+                    classify_quoted_body(s, fx, depth);
+                }
+            }
             _ => {}
         }
-        prev = Some(t);
+        may_begin = opens_block_tok(t);
+        prev = k;
     };
     if unnamed_set_config && !names_search_path {
         fx.pin = Some("set_config()");
@@ -580,8 +497,8 @@ fn classify_statement(lx: &mut Lexer<'_>, fx: &mut Effects) -> bool {
 pub fn classify(sql: &[u8]) -> Effects {
     let mut fx = Effects::default();
     if may_have_effects(sql) {
-        let mut lx = Lexer { sql, i: 0 };
-        while classify_statement(&mut lx, &mut fx) {}
+        let mut lx = Lexer::new(sql);
+        while classify_statement(&mut lx, &mut fx, 0) {}
     }
     fx
 }

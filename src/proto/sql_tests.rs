@@ -93,8 +93,11 @@ fn lexer_survives_garbage() {
 }
 
 /// The classifier as it was before the prefilter and the lexer were made cheap: a token list
-/// of owned lower-cased strings. Kept as the reference the fast one must agree with. Its one
-/// change: DISCARD or-s `deallocate` and `reset_all` instead of assigning them.
+/// of owned lower-cased strings. Kept as the reference the fast one must agree with. Its
+/// changes since: DISCARD or-s `deallocate` and `reset_all` instead of assigning them; a
+/// command may begin after a dollar-quote delimiter or a word that ends a PL/pgSQL control
+/// clause, not only first in a statement; a string after DO is classified as a body; and a
+/// named set_config is recorded where it occurs, so settings keep the order of the text.
 mod reference {
     use super::Effects;
 
@@ -107,11 +110,19 @@ mod reference {
         "standard_conforming_strings",
     ];
 
-    #[derive(Debug, PartialEq)]
+    /// Words after which a command may begin inside a procedural block.
+    const OPENS_BLOCK: &[&str] = &["begin", "then", "else", "loop", "do", "declare"];
+
+    const MAX_BODY_DEPTH: usize = 8;
+
+    #[derive(Debug, Clone, PartialEq)]
     enum Tok {
         Word(String),
-        Str(String),
+        /// Lower-cased, and raw (for a DO body).
+        Str(String, Vec<u8>),
         Punct(u8),
+        /// A dollar-quote delimiter.
+        Dollar,
     }
 
     fn lex(sql: &[u8]) -> Vec<Tok> {
@@ -161,7 +172,8 @@ mod reference {
                         i += 1;
                     }
                     let text = &sql[start.min(sql.len())..i.min(sql.len())];
-                    toks.push(Tok::Str(String::from_utf8_lossy(text).to_lowercase()));
+                    let lower = String::from_utf8_lossy(text).to_lowercase();
+                    toks.push(Tok::Str(lower, text.to_vec()));
                     i += 1;
                 }
                 b'"' => {
@@ -181,6 +193,7 @@ mod reference {
                     }
                     if sql.get(i) == Some(&b'$') {
                         i += 1;
+                        toks.push(Tok::Dollar);
                     }
                 }
                 c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
@@ -253,7 +266,7 @@ mod reference {
         Some(name)
     }
 
-    fn classify_statement(st: &[Tok], fx: &mut Effects) {
+    fn classify_command(st: &[Tok], fx: &mut Effects) {
         match word(st.first()) {
             "set" => classify_set(&st[1..], fx),
             "reset" => match word(st.get(1)) {
@@ -280,9 +293,30 @@ mod reference {
             "load" => fx.pin = Some("LOAD"),
             _ => {}
         }
+    }
+
+    fn classify_statement(with_dollars: &[Tok], fx: &mut Effects, depth: usize) {
+        // Where a command may begin: first, after a delimiter, after a block-opening word.
+        let mut st = Vec::new();
+        let mut starts = Vec::new();
+        let mut start = true;
+        for t in with_dollars {
+            if *t == Tok::Dollar {
+                start = true;
+                continue;
+            }
+            starts.push(start);
+            start = OPENS_BLOCK.contains(&word(Some(t)));
+            st.push(t.clone());
+        }
         let mut names_search_path = false;
-        let mut set_config_targets: Vec<Option<String>> = Vec::new();
+        let mut unnamed_set_config = false;
+        let mut in_do = false;
         for (i, t) in st.iter().enumerate() {
+            if starts[i] {
+                classify_command(&st[i..], fx);
+                in_do |= word(Some(t)) == "do";
+            }
             match t {
                 Tok::Word(w) => match w.as_str() {
                     "temp" | "temporary" => fx.pin = Some("temporary table"),
@@ -295,35 +329,56 @@ mod reference {
                     | "pg_try_advisory_lock_shared" => fx.pin = Some("session advisory lock"),
                     "currval" | "lastval" => fx.pin = Some("currval()/lastval()"),
                     "set_config" => {
-                        let target = match (st.get(i + 1), st.get(i + 2)) {
-                            (Some(Tok::Punct(b'(')), Some(Tok::Str(name))) => Some(name.clone()),
-                            _ => None,
-                        };
-                        set_config_targets.push(target);
+                        fx.search_path = true;
+                        match (st.get(i + 1), st.get(i + 2)) {
+                            (Some(Tok::Punct(b'(')), Some(Tok::Str(name, _))) => {
+                                if name != "search_path" {
+                                    fx.settings.push(name.clone());
+                                }
+                            }
+                            _ => unnamed_set_config = true,
+                        }
                     }
                     "search_path" => names_search_path = true,
                     _ => {}
                 },
-                Tok::Str(s) if s == "search_path" => names_search_path = true,
+                Tok::Str(s, raw) => {
+                    names_search_path |= s == "search_path";
+                    if in_do {
+                        classify_body(raw, fx, depth);
+                    }
+                }
                 _ => {}
             }
         }
-        for target in set_config_targets {
-            fx.search_path = true;
-            match target {
-                Some(name) if name == "search_path" => {}
-                Some(name) => fx.settings.push(name),
-                None if names_search_path => {}
-                None => fx.pin = Some("set_config()"),
-            }
+        if unnamed_set_config && !names_search_path {
+            fx.pin = Some("set_config()");
+        }
+    }
+
+    fn classify_body(raw: &[u8], fx: &mut Effects, depth: usize) {
+        if depth >= MAX_BODY_DEPTH {
+            fx.pin = Some("deeply nested DO body");
+            return;
+        }
+        let mut body = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            body.push(raw[i]);
+            i += if raw[i..].starts_with(b"''") { 2 } else { 1 };
+        }
+        classify_into(&body, fx, depth + 1);
+    }
+
+    fn classify_into(sql: &[u8], fx: &mut Effects, depth: usize) {
+        for st in lex(sql).split(|t| *t == Tok::Punct(b';')) {
+            classify_statement(st, fx, depth);
         }
     }
 
     pub fn classify(sql: &[u8]) -> Effects {
         let mut fx = Effects::default();
-        for st in lex(sql).split(|t| *t == Tok::Punct(b';')) {
-            classify_statement(st, &mut fx);
-        }
+        classify_into(sql, &mut fx, 0);
         fx
     }
 }
@@ -408,6 +463,17 @@ const CORNERS: &[&[u8]] = &[
     b"/* open set role x",
     b"$$",
     b"e'\\",
+    b"DO $x$BEGIN$x$ listen c",
+    b"do language plpgsql 'begin perform set_config(''work_mem'', ''1MB'', false); end'",
+    b"DO E'BEGIN SET ROLE admin; END'",
+    b"DO 'BEGIN DO ''BEGIN SET ROLE x; END''; END'",
+    b"1begin set role x",
+    b"x1begin set role x",
+    b"$a1bcdefghijklmnop set role x",
+    b"select 12345678begin set role x",
+    b"\"Begin\" set role x",
+    b"select case when a then reset else 1 end",
+    b"create function f() returns void language sql as $$ set role x $$",
 ];
 
 #[test]
@@ -470,26 +536,6 @@ fn a_later_discard_does_not_undo_an_earlier_one() {
     assert!(fx.deallocate && fx.reset_all);
 }
 
-#[test]
-fn update_set_and_plain_selects_skip_the_lexer() {
-    for q in [
-        &b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 5;"[..],
-        b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
-        b"select * from templates where holder = 1",
-        b"select pg_advisory_xact_lock(1)",
-    ] {
-        assert!(!may_have_effects(q), "{}", String::from_utf8_lossy(q));
-    }
-    for q in [
-        &b"x;set role y"[..],
-        b"$1 set role y",
-        b"-- x\nset role y",
-        b"/**/set role y",
-    ] {
-        assert!(may_have_effects(q), "{}", String::from_utf8_lossy(q));
-    }
-}
-
 /// Texts glued from fragments chosen to meet at awkward places (inside quotes and comments,
 /// around `$`, digits and keywords) must classify as the reference does.
 #[test]
@@ -501,7 +547,8 @@ fn agrees_with_the_reference_on_generated_text() {
         pg_try_advisory_lock|pg_try_advisory_lock_shared|\xe2\x84\xaa|with|hold|Hold|temp|TEMP|\
         temporary|discard|DISCARD|all|deallocate|prepare|listen|load|currval|lastval|session|\
         local|time|zone|characteristics|UPDATE t|select|\xff|\xc3\xa9|a.b|begin|pg_catalog.|\
-        application_name|work_mem|schema";
+        application_name|work_mem|schema|do|DO |DO '|DO $$|BEGIN |then|ELSE|loop|declare|$x$|''|\
+        ''''|end|\"begin\"|2begin|e$x$";
     let parts: Vec<&[u8]> = PARTS.split(|&b| b == b'|').collect();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
@@ -523,5 +570,93 @@ fn agrees_with_the_reference_on_generated_text() {
             "{}",
             String::from_utf8_lossy(&q)
         );
+    }
+}
+
+/// The effects of `sql`, checked against the reference.
+fn checked(sql: &str) -> Effects {
+    let fx = classify(sql.as_bytes());
+    assert_eq!(fx, reference::classify(sql.as_bytes()), "{sql}");
+    fx
+}
+
+#[test]
+fn a_command_first_in_a_procedural_block_is_seen() {
+    let role = Some("SET ROLE");
+    let pins = [
+        ("DO $$ BEGIN SET ROLE admin; END $$", role),
+        ("DO $$BEGIN IF true THEN SET ROLE x; END IF; END$$", role),
+        (
+            "do $$ begin if x then null; else set role x; end if; end $$",
+            role,
+        ),
+        ("DO $$ BEGIN LOOP SET ROLE x; EXIT; END LOOP; END $$", role),
+        ("DO $$ DECLARE n int; BEGIN SET ROLE x; END $$", role),
+        (
+            "DO $b$\nBEGIN\n  SET SESSION AUTHORIZATION u;\nEND\n$b$",
+            Some("SET SESSION AUTHORIZATION"),
+        ),
+        ("DO $$ BEGIN /* c */ LISTEN chan; END $$", Some("LISTEN")),
+        ("DO 'BEGIN SET ROLE admin; END'", role),
+        ("DO LANGUAGE plpgsql 'BEGIN SET ROLE admin; END'", role),
+        ("DO 'BEGIN SET ROLE admin; END' LANGUAGE plpgsql", role),
+        ("DO $$ BEGIN DO 'BEGIN SET ROLE x; END'; END $$", role),
+        ("BEGIN TRANSACTION; SET ROLE x", role),
+    ];
+    for (q, pin) in pins {
+        assert!(may_have_effects(q.as_bytes()), "{q}");
+        assert_eq!(checked(q).pin, pin, "{q}");
+    }
+    let search_path = Effects {
+        search_path: true,
+        ..Effects::default()
+    };
+    for q in [
+        "do $body$ declare x int; begin set search_path = other; end $body$",
+        "DO 'BEGIN SET search_path = ''other''; END'",
+        "DO $$ BEGIN IF true THEN RESET search_path; END IF; END $$",
+    ] {
+        assert_eq!(checked(q), search_path, "{q}");
+    }
+    let fx = checked("DO $$ BEGIN SET work_mem = '1MB'; END $$");
+    assert_eq!((fx.pin, fx.settings), (None, vec!["work_mem".to_owned()]));
+    let fx = checked("DO $$ BEGIN NULL; ELSE RESET ALL; END $$");
+    assert!(fx.reset_all && fx.search_path);
+    let fx = checked("DO $$ BEGIN LOOP DISCARD ALL; END LOOP; END $$");
+    assert!(fx.deallocate && fx.reset_all);
+}
+
+#[test]
+fn transaction_blocks_and_plain_updates_stay_harmless() {
+    for q in [
+        "BEGIN; SET LOCAL statement_timeout = 5; COMMIT",
+        "BEGIN; SET LOCAL work_mem = '1MB'",
+        "BEGIN TRANSACTION; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "DO $$ BEGIN SET LOCAL work_mem = '1MB'; END $$",
+        "DO $$ BEGIN UPDATE t SET x = 1; END $$",
+        "select 'BEGIN SET ROLE admin; END'",
+        "UPDATE t SET x = CASE WHEN a THEN 1 ELSE 2 END",
+    ] {
+        assert_eq!(checked(q), Effects::default(), "{q}");
+    }
+}
+
+#[test]
+fn string_quoted_do_bodies_nest_only_so_deep() {
+    let nested = |levels: usize| {
+        let mut q = "SET ROLE x".to_owned();
+        for _ in 0..levels {
+            q = format!("DO '{}'", q.replace('\'', "''"));
+        }
+        q
+    };
+    let deep = Some("deeply nested DO body");
+    for (levels, pin) in [
+        (1, Some("SET ROLE")),
+        (MAX_BODY_DEPTH, Some("SET ROLE")),
+        (MAX_BODY_DEPTH + 1, deep),
+        (12, deep),
+    ] {
+        assert_eq!(checked(&nested(levels)).pin, pin, "{levels}");
     }
 }
