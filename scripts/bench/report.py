@@ -213,6 +213,15 @@ def cmd_perfstat(args):
             entry["cpu_us_per_txn"] = round(1000 * value / txns, 2)
         else:
             entry[event.replace("-", "_") + "_per_txn"] = round(value / txns, 3)
+    if args.ticks_before and args.ticks_after and "cpu_us_per_txn" in entry:
+        # The split of that CPU between user space and the kernel, from /proc utime/stime.
+        u0, s0 = (int(x) for x in args.ticks_before.split())
+        u1, s1 = (int(x) for x in args.ticks_after.split())
+        busy = (u1 - u0) + (s1 - s0)
+        if busy > 0:
+            share = (u1 - u0) / busy
+            entry["user_cpu_us_per_txn"] = round(entry["cpu_us_per_txn"] * share, 2)
+            entry["kernel_cpu_us_per_txn"] = round(entry["cpu_us_per_txn"] * (1 - share), 2)
     try:
         with open(args.out) as f:
             profile = json.load(f)
@@ -296,6 +305,8 @@ def main():
     ps.add_argument("--pgbench", required=True)
     ps.add_argument("--secs", type=float, required=True, help="length of the perf stat window")
     ps.add_argument("--target", required=True)
+    ps.add_argument("--ticks-before", help="utime stime of the pooler before the window")
+    ps.add_argument("--ticks-after", help="utime stime of the pooler after the window")
     ps.add_argument("--out", required=True)
     args = p.parse_args()
     if args.cmd == "record":

@@ -53,18 +53,24 @@ PY
 perf_per_txn() {
     local target=$1 secs=$2 pid perf_pid
     pid=$(pooler_pid "$target")
+    # utime and stime of the whole process (fields 14 and 15; the names have no spaces).
+    local before after
+    before=$(awk '{print $14, $15}' "/proc/$pid/stat")
     perf stat -x, -o "$OUT/perf-stat-$target.csv" -p "$pid" \
         -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
         -e syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write \
         -e syscalls:sys_enter_read,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait \
-        -e syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex -- sleep "$secs" \
+        -e syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex,page-faults \
+        -e syscalls:sys_enter_brk,syscalls:sys_enter_madvise,syscalls:sys_enter_mmap \
+        -e syscalls:sys_enter_munmap -- sleep "$secs" \
         >"$OUT/perf-stat-$target.log" 2>&1 &
     perf_pid=$!
     DURATION=$((secs + 1)) pgbench_one "$target" bench "$OUT/profile-stat-$target.log" -S -c 50 -j 2
+    after=$(awk '{print $14, $15}' "/proc/$pid/stat")
     wait "$perf_pid" || die "perf stat failed: $(tail -3 "$OUT/perf-stat-$target.log")"
     python3 scripts/bench/report.py perfstat --csv "$OUT/perf-stat-$target.csv" \
         --pgbench "$OUT/profile-stat-$target.log" --secs "$secs" --target "$target" \
-        --out "$PROFILE_JSON"
+        --ticks-before "$before" --ticks-after "$after" --out "$PROFILE_JSON"
 }
 
 # A flat CPU profile (perf cpu-clock samples: this VM has no hardware counters) of Perseus
