@@ -16,13 +16,15 @@
 #   scripts/bench.sh --scale      only the scale figures
 #   scripts/bench.sh --profile    perf profile of Perseus under pgbench -S (50 clients), and
 #                                 syscalls/context switches/CPU per transaction vs PgBouncer,
-#                                 and instruction counts by function (callgrind)
+#                                 and instruction counts by function (callgrind); another
+#                                 scenario with BENCH_PROFILE_PGBENCH (e.g. "-C -S -c 20 -j 2")
 #
 # Environment: BENCH_DURATION (s per run, 10), BENCH_ROUNDS (2), BENCH_SCALE (pgbench scale
 # of the main schema, 10), BENCH_TENANTS (tenant schemas, 50), BENCH_ACTIVE_TENANTS (pgbench
 # processes in the many-tenant run, 10), BENCH_TENANT_CLIENTS (clients each, 4),
 # BENCH_IDLE_CLIENTS (5000), BENCH_LOAD_CLIENTS (10000), BENCH_AUTH_CLIENTS (1000),
-# BENCH_WORKER_THREADS (Perseus's WorkerThreads; its default when unset),
+# BENCH_WORKER_THREADS (Perseus's WorkerThreads; its default when unset), BENCH_PROFILE_PGBENCH
+# (pgbench arguments of --profile, "-S -c 50 -j 2"), BENCH_PROFILE_SECS (15),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 

@@ -228,6 +228,8 @@ def cmd_perfstat(args):
     except FileNotFoundError:
         profile = {"per_txn": []}
     profile["per_txn"].append(entry)
+    if args.pgbench_args:
+        profile["pgbench"] = args.pgbench_args
     with open(args.out, "w") as f:
         json.dump(profile, f, indent=2)
     print("  " + ", ".join("%s %s" % (k, v) for k, v in entry.items()), file=sys.stderr)
@@ -238,7 +240,7 @@ def print_profile(profile):
     if not rows and not (profile or {}).get("callgrind"):
         return
     keys = [k for k in rows[0] if k.endswith("_per_txn")] if rows else []
-    print("per transaction under pgbench -S, 50 clients (perf stat on the pooler)")
+    print("per transaction under pgbench %s (perf stat on the pooler)" % (profile or {}).get("pgbench", "-S -c 50 -j 2"))
     print("-" * 72)
     print("%-24s" % "" + "".join("%12s" % r["target"] for r in rows))
     for k in ["tps"] + keys:
@@ -305,6 +307,7 @@ def main():
     ps.add_argument("--pgbench", required=True)
     ps.add_argument("--secs", type=float, required=True, help="length of the perf stat window")
     ps.add_argument("--target", required=True)
+    ps.add_argument("--pgbench-args", help="the pgbench arguments profiled")
     ps.add_argument("--ticks-before", help="utime stime of the pooler before the window")
     ps.add_argument("--ticks-after", help="utime stime of the pooler after the window")
     ps.add_argument("--out", required=True)

@@ -49,7 +49,7 @@ PY
 }
 
 # Syscalls, context switches and CPU per transaction of the pooler behind target $1 during
-# pgbench -S with 50 clients, for $2 seconds.
+# pgbench (PROFILE_ARGS), for $2 seconds.
 perf_per_txn() {
     local target=$1 secs=$2 pid perf_pid
     pid=$(pooler_pid "$target")
@@ -65,12 +65,13 @@ perf_per_txn() {
         -e syscalls:sys_enter_munmap -- sleep "$secs" \
         >"$OUT/perf-stat-$target.log" 2>&1 &
     perf_pid=$!
-    DURATION=$((secs + 1)) pgbench_one "$target" bench "$OUT/profile-stat-$target.log" -S -c 50 -j 2
+    DURATION=$((secs + 1)) pgbench_one "$target" bench "$OUT/profile-stat-$target.log" "${PROFILE_ARGS[@]}"
     after=$(awk '{print $14, $15}' "/proc/$pid/stat")
     wait "$perf_pid" || die "perf stat failed: $(tail -3 "$OUT/perf-stat-$target.log")"
     python3 scripts/bench/report.py perfstat --csv "$OUT/perf-stat-$target.csv" \
         --pgbench "$OUT/profile-stat-$target.log" --secs "$secs" --target "$target" \
-        --ticks-before "$before" --ticks-after "$after" --out "$PROFILE_JSON"
+        --ticks-before "$before" --ticks-after "$after" --pgbench-args "${PROFILE_ARGS[*]}" \
+        --out "$PROFILE_JSON"
 }
 
 # A flat CPU profile (perf cpu-clock samples: this VM has no hardware counters) of Perseus
@@ -78,9 +79,10 @@ perf_per_txn() {
 # syscalls, context switches and CPU per transaction for PgBouncer and Perseus side by side.
 profile_perseus() {
     local secs=${BENCH_PROFILE_SECS:-15}
+    read -r -a PROFILE_ARGS <<<"${BENCH_PROFILE_PGBENCH:--S -c 50 -j 2}"
     step "profile: warm-up"
-    DURATION=3 pgbench_one perseus bench "$OUT/profile-warmup.log" -S -c 50 -j 2
-    DURATION=3 pgbench_one pgbouncer bench "$OUT/profile-warmup-pgbouncer.log" -S -c 50 -j 2
+    DURATION=3 pgbench_one perseus bench "$OUT/profile-warmup.log" "${PROFILE_ARGS[@]}"
+    DURATION=3 pgbench_one pgbouncer bench "$OUT/profile-warmup-pgbouncer.log" "${PROFILE_ARGS[@]}"
     step "profile: perf stat per transaction, PgBouncer then Perseus (${secs}s each)"
     perf_per_txn pgbouncer "$secs"
     perf_per_txn perseus "$secs"
@@ -88,7 +90,7 @@ profile_perseus() {
     perf record -F 1999 -p "$PERSEUS_PID" -o "$OUT/perf-flat.data" -- sleep "$secs" \
         >"$OUT/perf-record.log" 2>&1 &
     local perf_pid=$!
-    DURATION=$((secs + 1)) pgbench_one perseus bench "$OUT/profile-pgbench.log" -S -c 50 -j 2
+    DURATION=$((secs + 1)) pgbench_one perseus bench "$OUT/profile-pgbench.log" "${PROFILE_ARGS[@]}"
     wait "$perf_pid" || die "perf record failed: $(tail -3 "$OUT/perf-record.log")"
     perf report -i "$OUT/perf-flat.data" --stdio --no-children --sort dso \
         >"$OUT/perf-dso.txt" 2>/dev/null
@@ -99,7 +101,7 @@ profile_perseus() {
     perf record -F 299 --call-graph dwarf,8192 -p "$PERSEUS_PID" -o "$OUT/perf-graph.data" \
         -- sleep "$secs" >"$OUT/perf-record-graph.log" 2>&1 &
     perf_pid=$!
-    DURATION=$((secs + 1)) pgbench_one perseus bench "$OUT/profile-pgbench-graph.log" -S -c 50 -j 2
+    DURATION=$((secs + 1)) pgbench_one perseus bench "$OUT/profile-pgbench-graph.log" "${PROFILE_ARGS[@]}"
     wait "$perf_pid" || die "perf record failed: $(tail -3 "$OUT/perf-record-graph.log")"
     perf report -i "$OUT/perf-graph.data" --stdio --children --sort symbol -g none \
         --percent-limit 2 >"$OUT/perf-inclusive.txt" 2>/dev/null
@@ -112,6 +114,7 @@ profile_perseus() {
 # restarted under valgrind, warmed up (logins, pools) with collection off, then measured.
 callgrind_perseus() {
     local secs=${BENCH_PROFILE_SECS:-15} out="$OUT/callgrind.out"
+    read -r -a PROFILE_ARGS <<<"${BENCH_PROFILE_PGBENCH:--S -c 50 -j 2}"
     command -v valgrind >/dev/null 2>&1 || apt_install valgrind
     step "profile: perseus under callgrind (collection starts after the warm-up)"
     perseus_stop
@@ -120,9 +123,9 @@ callgrind_perseus() {
     PERSEUS_PID=$!
     wait_port "$PERSEUS_PORT" 120 "$PERSEUS_PID" \
         || die "perseus under valgrind did not listen: $(tail -5 "$WORK/perseus-callgrind.log")"
-    DURATION=5 pgbench_one perseus bench "$OUT/callgrind-warmup.log" -S -c 50 -j 2
+    DURATION=5 pgbench_one perseus bench "$OUT/callgrind-warmup.log" "${PROFILE_ARGS[@]}"
     callgrind_control -i on "$PERSEUS_PID" >/dev/null
-    DURATION=$secs pgbench_one perseus bench "$OUT/callgrind-pgbench.log" -S -c 50 -j 2
+    DURATION=$secs pgbench_one perseus bench "$OUT/callgrind-pgbench.log" "${PROFILE_ARGS[@]}"
     callgrind_control -i off "$PERSEUS_PID" >/dev/null
     perseus_stop
     # Whole reports: a reader that stops early would end the writer with SIGPIPE (pipefail).

@@ -158,7 +158,7 @@ pub struct DestPool {
     home: Arc<Home>,
     pub stats: Arc<PoolStats>,
     /// The ParameterStatus set of the first server connection, replayed to new clients.
-    startup_params: Mutex<Vec<(String, String)>>,
+    startup_params: std::sync::OnceLock<Vec<(String, String)>>,
     /// Settings maps clients of this pool logged in with, shared so that clients wanting the
     /// same settings hold one map (see `ServerConn::fitted`).
     settings_seen: Mutex<Vec<FittedSettings>>,
@@ -198,7 +198,7 @@ impl DestPool {
             key,
             home,
             stats,
-            startup_params: Mutex::new(Vec::new()),
+            startup_params: std::sync::OnceLock::new(),
             settings_seen: Mutex::new(Vec::new()),
             ciphertexts: Mutex::new([ciphertext].into()),
         })
@@ -362,15 +362,17 @@ impl DestPool {
     }
 
     fn remember_params(&self, conn: &ServerConn) {
-        let mut p = self.startup_params.lock().expect("params lock");
-        if p.is_empty() {
-            *p = conn
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            p.sort();
+        if self.startup_params.get().is_some() {
+            return;
         }
+        let mut p: Vec<(String, String)> = conn
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        p.sort();
+        // Another first connection may have won the race: either list is as good.
+        let _ = self.startup_params.set(p);
     }
 
     /// The shared map equal to `wanted` if a client already logged in with one, else `wanted`
@@ -388,9 +390,10 @@ impl DestPool {
         wanted.clone()
     }
 
-    /// What a new client is told in ParameterStatus, as the destination server said it.
-    pub fn startup_params(&self) -> Vec<(String, String)> {
-        self.startup_params.lock().expect("params lock").clone()
+    /// What a new client is told in ParameterStatus, as the destination server said it;
+    /// empty until the pool's first connection. Borrowed: every login reads it.
+    pub fn startup_params(&self) -> &[(String, String)] {
+        self.startup_params.get().map_or(&[], Vec::as_slice)
     }
 
     /// Returns a connection: to a waiting checkout, else idle. Anything not known clean is

@@ -1,9 +1,9 @@
 //! Messages the pooler itself sends to clients (encoded with pgwire), and the few server messages it reads.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use pgwire::messages::Message;
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
-use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
+use pgwire::messages::startup::{Authentication, BackendKeyData, SecretKey};
 
 use super::frame::cstr;
 
@@ -32,11 +32,17 @@ pub fn auth_ok(out: &mut BytesMut) {
     put(&Authentication::Ok, out);
 }
 
+/// Written directly rather than through pgwire's message type, which takes owned Strings:
+/// every login sends a dozen of these.
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put(
-        &ParameterStatus::new(name.to_owned(), value.to_owned()),
-        out,
-    );
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    out.reserve(1 + len);
+    out.put_u8(b'S');
+    out.put_u32(len as u32);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(value.as_bytes());
+    out.put_u8(0);
 }
 
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
@@ -100,6 +106,25 @@ mod tests {
         let (code, msg) = parse_error_fields(&out[5..]);
         assert_eq!(code, "28P01");
         assert!(msg.starts_with("password authentication failed"));
+    }
+
+    #[test]
+    fn parameter_status_encodes_as_pgwire_does_and_parses_back() {
+        let mut ours = BytesMut::new();
+        parameter_status(&mut ours, "TimeZone", "Europe/Zürich");
+        let mut theirs = BytesMut::new();
+        put(
+            &pgwire::messages::startup::ParameterStatus::new(
+                "TimeZone".into(),
+                "Europe/Zürich".into(),
+            ),
+            &mut theirs,
+        );
+        assert_eq!(ours, theirs);
+        assert_eq!(
+            parse_parameter_status(&ours[5..]),
+            Some(("TimeZone", "Europe/Zürich"))
+        );
     }
 
     #[test]

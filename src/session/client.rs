@@ -93,11 +93,12 @@ pub async fn serve<S>(
         &login.id.user,
         login.pool.name(),
     );
-    let mut out = BytesMut::new();
+    // Sized for the usual welcome (a dozen ParameterStatus): one allocation, no regrowth.
+    let mut out = BytesMut::with_capacity(1024);
     backend::auth_ok(&mut out);
     for (name, default) in login.pool.startup_params() {
-        let value = login.state.wanted.get(&name).unwrap_or(&default);
-        backend::parameter_status(&mut out, canonical(&name), value);
+        let value = login.state.wanted.get(name).unwrap_or(default);
+        backend::parameter_status(&mut out, canonical(name), value);
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
@@ -220,7 +221,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     };
     for (k, v) in pool.startup_params() {
         if REPORTED_SETTABLE.contains(&k.as_str()) {
-            state.wanted.insert(k, v);
+            state.wanted.insert(k.clone(), v.clone());
         }
     }
     // Moved, not cloned: `id` lives as long as the session and needs them no more.

@@ -19,6 +19,9 @@ use crate::proto::ProtoError;
 /// Stop reading a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// Client messages are mostly small: a client's buffer grows to READ_CHUNK only once a single
+/// read brings half this much (a bulk upload), so a short-lived client never costs 16 KiB.
+const CLIENT_CHUNK: usize = 4 * 1024;
 
 /// Buffers that belong to the client session and survive server checkouts, so a
 /// transaction allocates nothing.
@@ -97,13 +100,15 @@ fn poll_drain<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Reads into `buf`, first making room for at least `chunk / 2` more bytes.
 fn poll_fill<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
+    chunk: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() < chunk / 2 {
+        buf.reserve(chunk);
     }
     poll_read_buf(Pin::new(r), cx, buf)
 }
@@ -124,6 +129,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     // Made only when a client first keeps the connection waiting: most checkouts never do.
     let mut idle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
+    let mut client_chunk = CLIENT_CHUNK;
     let ClientBufs {
         input,
         output,
@@ -195,7 +201,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 return Poll::Ready(Outcome::ClientGone { clean });
             }
             if output.len() < HIGH_WATER {
-                match poll_fill(stream, rbuf, cx) {
+                match poll_fill(stream, rbuf, READ_CHUNK, cx) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Outcome::ServerLost(
                             io::ErrorKind::UnexpectedEof.into(),
@@ -226,7 +232,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             if !terminated && to_server.len() < HIGH_WATER {
-                match poll_fill(client, input, cx) {
+                match poll_fill(client, input, client_chunk, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         let clean = t.at_boundary() && st.may_release() && to_server.is_empty();
                         return Poll::Ready(Outcome::ClientGone { clean });
@@ -234,6 +240,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Ready(Ok(n)) => {
                         progressed = true;
                         bytes_in += n;
+                        if n >= CLIENT_CHUNK / 2 {
+                            client_chunk = READ_CHUNK;
+                        }
                         if watch_idle {
                             last_client = std::time::Instant::now();
                         }
