@@ -31,13 +31,21 @@ pub async fn accept(mut tcp: TcpStream, peer: SocketAddr, shared: SharedRef) {
     };
     let deadline = Instant::now() + shared.login_timeout;
     let (mode, acceptor) = shared.tls.current();
-    let mut first = [0u8; 1];
-    match timeout_at(deadline, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) => {}
-        _ => return,
+    // Direct TLS (PostgreSQL 17) starts with a handshake record instead of a length. Only
+    // worth a peek (one more syscall per connection) when TLS can be served at all; without
+    // it, such a client is recognised by its first byte once the opening fails to parse.
+    let mut direct = false;
+    if acceptor.is_some() {
+        let mut first = [0u8; 1];
+        match timeout_at(deadline, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) => {}
+            _ => return,
+        }
+        direct = first[0] == TLS_HANDSHAKE;
     }
     let mut bufs = ClientBufs::default();
-    let direct = first[0] == TLS_HANDSHAKE;
+    // Room for a whole startup packet in one read (an empty buffer would read 64 bytes).
+    bufs.input.reserve(512);
     if !direct {
         let opened = timeout_at(
             deadline,
@@ -46,6 +54,10 @@ pub async fn accept(mut tcp: TcpStream, peer: SocketAddr, shared: SharedRef) {
         match opened.await {
             Err(_) => {
                 return fatal(&mut tcp, &ClientError::LoginTimeout(shared.login_timeout)).await;
+            }
+            Ok(Err(_)) if bufs.input.first() == Some(&TLS_HANDSHAKE) => {
+                tracing::info!(%peer, "direct TLS attempted but TLS is disabled");
+                return;
             }
             Ok(Err(e)) => return fatal(&mut tcp, &e).await,
             Ok(Ok(Opening::Gone)) => return,
