@@ -277,6 +277,19 @@ pub async fn run(
             }
         })
     };
+    // Idle limits of clients between transactions (buffer release, IdleTimeoutSecs): a
+    // quarter-second sweep instead of a timer in every session.
+    let sweeper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                shared.clients.sweep(shared.idle_timeout);
+            }
+        })
+    };
     let mut immediate = false;
     while let Some(sig) = signals.next().await {
         match sig {
@@ -322,6 +335,7 @@ pub async fn run(
     // Sessions now write their 57P01 and close; give them a moment to do so.
     let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     reaper.abort();
+    sweeper.abort();
     shared.registry.close_all();
     metrics_stop.cancel();
     Ok(())

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::cancel::ServerKey;
 use super::checkout::{self, REPORTED_SETTABLE};
 use super::forward::{ClientBufs, IdleEnd, IdleLimits, Outcome, forward};
-use super::registry::{Admission, ClientEntry, Phase, say_killed, signal};
+use super::registry::{Admission, ClientEntry, IDLE_SHRINK, Phase, say_killed, signal};
 use super::startup::read_password;
 use super::state::{ClientState, Settings};
 use super::tenant::{ClientIdentity, identify};
@@ -21,9 +21,6 @@ use crate::error::ClientError;
 use crate::metrics::AuthResult;
 use crate::pool::{DestKey, DestPool, PooledConn};
 use crate::proto::backend;
-
-/// How long a client waits between transactions before its buffers are released.
-const IDLE_SHRINK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A logged-in client, ready for its first query.
 struct Login<'a> {
@@ -277,11 +274,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), ClientError> {
     // Held while the session is pinned; it ends with the session.
     let mut pin_gauge = None;
-    // One timer serves both idle limits: buffers shrink after IDLE_SHRINK, the client is
-    // disconnected after IdleTimeoutSecs. It is not moved every transaction: when it fires,
-    // the time since the client's last message decides, and it is set again from there.
-    let timer = tokio::time::sleep(IDLE_SHRINK);
-    tokio::pin!(timer);
     let idle = shared.idle_timeout;
     let limits = IdleLimits {
         between: idle,
@@ -302,12 +294,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let mut shrunk = false;
         let since = Instant::now();
-        // Only after a long idle spell is the timer further out than this spell's first
-        // limit; then it is brought back.
-        let first = idle_deadline(since, false, idle);
-        if timer.deadline() > first.into() {
-            timer.as_mut().reset(first.into());
-        }
+        // The idle limits are watched by the registry's sweep, which raises TICK.
+        me.went_quiet(shared.clients.stamp(since));
         while bufs.input.len() < 5 {
             // A client without a buffer (new, or back from idle) gets one from its first
             // read: a buffer made up front and freed idle leaves a hole the allocator keeps.
@@ -323,13 +311,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(n) => shared.metrics.bytes_in(n),
                 },
-                raised = me.signaled(signal::SHUTDOWN | signal::KILLED) => {
+                raised = me.signaled(signal::SHUTDOWN | signal::KILLED | signal::TICK) => {
                     if raised & signal::SHUTDOWN != 0 {
                         return Err(ClientError::Shutdown);
                     }
-                    return say_killed(s).await;
-                }
-                _ = &mut timer => {
+                    if raised & signal::KILLED != 0 {
+                        return say_killed(s).await;
+                    }
+                    me.clear(signal::TICK);
                     let quiet = since.elapsed();
                     if !idle.is_zero() && quiet >= idle {
                         return Err(ClientError::IdleTimeout(idle));
@@ -339,10 +328,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         // idle clients should cost little memory.
                         bufs.shrink_idle();
                         shrunk = true;
+                        me.released_buffers();
                     }
-                    timer
-                        .as_mut()
-                        .reset(idle_deadline(since, shrunk, idle).into());
                 }
             }
         }
@@ -450,20 +437,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-}
-
-/// When a client waiting for its next message hits an idle limit: buffer shrinking first
-/// (unless done), then the idle timeout (if any).
-fn idle_deadline(since: Instant, shrunk: bool, idle: std::time::Duration) -> Instant {
-    // Far enough never to fire, near enough not to overflow.
-    const NEVER: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
-    let limit = if idle.is_zero() { NEVER } else { idle };
-    since
-        + if shrunk {
-            limit
-        } else {
-            IDLE_SHRINK.min(limit)
-        }
 }
 
 /// A checkout, counted as a transaction, with the wait measured for the histogram.

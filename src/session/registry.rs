@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
@@ -55,6 +55,10 @@ pub struct ClientEntry {
     pub connected_at: SystemTime,
     phase: AtomicU8,
     pinned: Mutex<Option<&'static str>>,
+    /// When the client last went quiet between transactions, in milliseconds of the
+    /// registry's clock, shifted left by one; the low bit says its buffers were released
+    /// since. Read by [`ClientRegistry::sweep`].
+    quiet_since: AtomicU64,
     /// Raised [`signal`] bits; the session task is woken through `waker`.
     signals: AtomicU8,
     waker: AtomicWaker,
@@ -70,7 +74,13 @@ pub mod signal {
     pub const SHUTDOWN: u8 = 2;
     /// The shutdown grace period is over: transactions in flight are cut off.
     pub const HARD_STOP: u8 = 4;
+    /// The client may have been quiet past an idle limit: the session looks at its own clock
+    /// and clears this.
+    pub const TICK: u8 = 8;
 }
+
+/// How long a client waits between transactions before its buffers are released.
+pub const IDLE_SHRINK: Duration = Duration::from_secs(1);
 
 impl ClientEntry {
     pub fn phase(&self) -> Phase {
@@ -114,6 +124,22 @@ impl ClientEntry {
                 raised => Poll::Ready(raised),
             }
         })
+    }
+
+    /// Clears [`signal`] bits the session has dealt with.
+    pub fn clear(&self, bits: u8) {
+        self.signals.fetch_and(!bits, Ordering::AcqRel);
+    }
+
+    /// Notes that the client went quiet between transactions at `stamp` (see
+    /// [`ClientRegistry::stamp`]), with its buffers in use.
+    pub fn went_quiet(&self, stamp: u64) {
+        self.quiet_since.store(stamp << 1, Ordering::Relaxed);
+    }
+
+    /// Notes that the quiet client released its buffers: no more TICK for that.
+    pub fn released_buffers(&self) {
+        self.quiet_since.fetch_or(1, Ordering::Relaxed);
     }
 
     /// Raises [`signal`] bits and wakes the session.
@@ -162,6 +188,8 @@ pub struct ClientRegistry {
     pause: watch::Sender<PauseSet>,
     /// Whether any tenant is paused: the common case of none costs a transaction one load.
     any_paused: std::sync::atomic::AtomicBool,
+    /// Origin of the millisecond stamps clients keep of when they went quiet.
+    epoch: Instant,
 }
 
 impl Default for ClientRegistry {
@@ -171,6 +199,7 @@ impl Default for ClientRegistry {
             clients: Mutex::new(BTreeMap::new()),
             pause: watch::Sender::new(PauseSet::default()),
             any_paused: false.into(),
+            epoch: Instant::now(),
         }
     }
 }
@@ -211,6 +240,7 @@ impl ClientRegistry {
             pool,
             connected_at: SystemTime::now(),
             phase: AtomicU8::new(0),
+            quiet_since: AtomicU64::new(self.stamp(Instant::now()) << 1),
             pinned: Mutex::new(None),
             signals: AtomicU8::new(0),
             waker: AtomicWaker::new(),
@@ -222,6 +252,36 @@ impl ClientRegistry {
         ClientGuard {
             registry: self,
             entry,
+        }
+    }
+
+    /// `at` in milliseconds of this registry's clock, as [`ClientEntry::went_quiet`] takes it.
+    pub fn stamp(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Raises TICK on every client quiet between transactions past an idle limit: buffers
+    /// held longer than [`IDLE_SHRINK`], or `idle_timeout` (zero: none). One pass every
+    /// fraction of a second replaces a timer per client, which every transaction used to
+    /// poll and move.
+    pub fn sweep(&self, idle_timeout: Duration) {
+        self.sweep_at(Instant::now(), idle_timeout);
+    }
+
+    fn sweep_at(&self, now: Instant, idle_timeout: Duration) {
+        let now = self.stamp(now);
+        let shrink = IDLE_SHRINK.as_millis() as u64;
+        let limit = idle_timeout.as_millis() as u64;
+        let clients = self.clients.lock().expect("client registry lock");
+        for c in clients.values() {
+            if c.phase() != Phase::Idle {
+                continue;
+            }
+            let v = c.quiet_since.load(Ordering::Relaxed);
+            let quiet = now.saturating_sub(v >> 1);
+            if (v & 1 == 0 && quiet >= shrink) || (limit > 0 && quiet >= limit) {
+                c.raise(signal::TICK);
+            }
         }
     }
 
@@ -402,6 +462,47 @@ mod tests {
         // Already raised: resolves at once, with only the bits asked for.
         assert_eq!(g.entry.signaled(signal::SHUTDOWN).await, signal::SHUTDOWN);
         assert!(!g.entry.is_killed());
+    }
+
+    #[test]
+    fn the_sweep_ticks_only_clients_quiet_past_a_limit() {
+        let r = ClientRegistry::default();
+        let quiet = r.register(addr(), "mm", "a", "u", "p".into());
+        let busy = r.register(addr(), "mm", "b", "u", "p".into());
+        busy.entry.set_phase(Phase::Active);
+        let start = Instant::now();
+        quiet.entry.went_quiet(r.stamp(start));
+        busy.entry.went_quiet(r.stamp(start));
+        let ticked = |e: &ClientEntry| e.signals.load(Ordering::Acquire) & signal::TICK != 0;
+
+        r.sweep_at(start + IDLE_SHRINK / 2, Duration::ZERO);
+        assert!(!ticked(&quiet.entry), "not quiet long enough");
+        r.sweep_at(start + IDLE_SHRINK, Duration::ZERO);
+        assert!(ticked(&quiet.entry), "buffers held past IDLE_SHRINK");
+        assert!(
+            !ticked(&busy.entry),
+            "a client in a transaction is not idle"
+        );
+
+        // Buffers released: nothing more unless an idle timeout is set and passed.
+        quiet.entry.clear(signal::TICK);
+        quiet.entry.released_buffers();
+        r.sweep_at(start + IDLE_SHRINK * 10, Duration::ZERO);
+        assert!(!ticked(&quiet.entry));
+        let timeout = IDLE_SHRINK * 5;
+        r.sweep_at(start + timeout / 2, timeout);
+        assert!(!ticked(&quiet.entry));
+        r.sweep_at(start + timeout, timeout);
+        assert!(ticked(&quiet.entry), "past the idle timeout");
+
+        // Activity restarts the clock and the buffer release.
+        quiet.entry.clear(signal::TICK);
+        let later = start + timeout * 2;
+        quiet.entry.went_quiet(r.stamp(later));
+        r.sweep_at(later + IDLE_SHRINK / 2, timeout);
+        assert!(!ticked(&quiet.entry));
+        r.sweep_at(later + IDLE_SHRINK, timeout);
+        assert!(ticked(&quiet.entry));
     }
 
     #[tokio::test]
