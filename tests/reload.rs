@@ -8,13 +8,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use perseus::config::Config;
+use support::daemon::{assert_running, log_lines_with, wait_log, wait_log_lines_above};
 use support::datapath::{Env, SETTLE, pool};
 use support::poll_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::Client;
 
 /// The destination role's server connections right now.
-async fn backend_count(env: &Env, observer: &tokio_postgres::Client) -> usize {
+async fn backend_count(env: &Env, observer: &Client) -> usize {
     env.server_backends(observer).await.len()
+}
+
+/// True once the destination role's server connection count satisfies `ok`, polled for up
+/// to [`SETTLE`].
+async fn backends_reach(env: &Env, observer: &Client, ok: impl Fn(usize) -> bool) -> bool {
+    poll_async(SETTLE, Duration::from_millis(20), || async {
+        ok(backend_count(env, observer).await).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Applies `change` to the daemon's configuration file and tells it with SIGHUP.
+fn reload(env: &mut Env, change: impl FnOnce(&mut Config)) {
+    change(&mut env.config);
+    env.perseus.rewrite_config(&env.config);
+    env.perseus.send_signal(libc::SIGHUP);
+}
+
+/// The tenant's value in its table `t`, read through `client`.
+async fn select_v(client: &Client) -> Result<i32, tokio_postgres::Error> {
+    client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .map(|r| r.get::<_, i32>(0))
 }
 
 /// GET /metrics, body only.
@@ -93,6 +121,15 @@ impl Load {
         }
     }
 
+    /// True once at least `commits` transactions have committed, polled for up to [`SETTLE`].
+    async fn reaches(&self, commits: u64) -> bool {
+        poll_async(SETTLE, Duration::from_millis(20), || async {
+            (self.commits.load(Ordering::Relaxed) >= commits).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
     /// Stops the clients; panics naming every failed transaction.
     async fn finish(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
@@ -110,7 +147,10 @@ impl Load {
     }
 }
 
-async fn create_log_tables(env: &Env) {
+/// The data-path fixture with MaxOpen 8 and a `log` table per tenant, and a superuser
+/// connection to watch the destination with.
+async fn start_with_log_tables(schemas: &[&str]) -> (Env, Client) {
+    let env = Env::start(schemas, pool(8)).await;
     let owner = env.dest().await;
     for t in &env.tenants {
         owner
@@ -121,48 +161,35 @@ async fn create_log_tables(env: &Env) {
             .await
             .expect("create the log table");
     }
+    let observer = env.dest_super().await;
+    (env, observer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shrinking_max_open_under_load_closes_server_connections_without_failing_transactions() {
-    let mut env = Env::start(&["rl_a", "rl_b"], pool(8)).await;
-    create_log_tables(&env).await;
-    let observer = env.dest_super().await;
+    let (mut env, observer) = start_with_log_tables(&["rl_a", "rl_b"]).await;
     let load = Load::start(&env, 16).await;
 
-    let grown = poll_async(SETTLE, Duration::from_millis(20), || async {
-        (backend_count(&env, &observer).await >= 6).then_some(())
-    })
-    .await;
     assert!(
-        grown.is_some(),
+        backends_reach(&env, &observer, |n| n >= 6).await,
         "load never used the pool: {} backends",
         backend_count(&env, &observer).await
     );
 
     let before = load.commits.load(Ordering::Relaxed);
-    env.config.pool = pool(2);
-    env.perseus.rewrite_config(&env.config);
-    env.perseus.send_signal(libc::SIGHUP);
+    reload(&mut env, |c| c.pool = pool(2));
 
-    let shrunk = poll_async(SETTLE, Duration::from_millis(20), || async {
-        (backend_count(&env, &observer).await <= 2).then_some(())
-    })
-    .await;
     assert!(
-        shrunk.is_some(),
+        backends_reach(&env, &observer, |n| n <= 2).await,
         "server connections did not shrink to 2: {:?}\n{}",
         env.server_backends(&observer).await,
         env.perseus.log()
     );
     // Once shrunk it stays shrunk while the load goes on: sample for a while.
     let watch = env.watch_backends().await;
-    let progressed = poll_async(SETTLE, Duration::from_millis(20), || async {
-        (load.commits.load(Ordering::Relaxed) >= before + 200).then_some(())
-    })
-    .await;
+    let progressed = load.reaches(before + 200).await;
     let (max_after, seen) = watch.max().await;
-    assert!(progressed.is_some(), "the load stalled after the reload");
+    assert!(progressed, "the load stalled after the reload");
     assert!(
         max_after <= 2,
         "{max_after} server connections after shrinking MaxOpen to 2: {seen:?}"
@@ -194,11 +221,7 @@ async fn growing_max_open_lets_waiting_clients_proceed() {
 
     let mut waiters = Vec::new();
     for c in clients {
-        waiters.push(tokio::spawn(async move {
-            c.query_one("SELECT v FROM t", &[])
-                .await
-                .map(|r| r.get::<_, i32>(0))
-        }));
+        waiters.push(tokio::spawn(async move { select_v(&c).await }));
     }
     let port = env.perseus.metrics_port();
     let waiting = poll_async(SETTLE, Duration::from_millis(20), || async {
@@ -212,9 +235,7 @@ async fn growing_max_open_lets_waiting_clients_proceed() {
     );
     assert!(waiters.iter().all(|w| !w.is_finished()));
 
-    env.config.pool = pool(4);
-    env.perseus.rewrite_config(&env.config);
-    env.perseus.send_signal(libc::SIGHUP);
+    reload(&mut env, |c| c.pool = pool(4));
     for w in waiters {
         let v = tokio::time::timeout(SETTLE, w)
             .await
@@ -246,15 +267,12 @@ async fn a_broken_config_on_sighup_is_refused_and_serving_continues() {
         (broken.to_string(), "MaxIdle"),
         ("{ \"PoolSettings\": ".to_string(), "EOF"),
     ] {
-        let refusals = env.perseus.log().matches("keeping the running one").count();
+        let refusals = log_lines_with(&env.perseus, "keeping the running one");
         std::fs::write(&path, &text).unwrap();
         env.perseus.send_signal(libc::SIGHUP);
-        let refused = poll_async(SETTLE, Duration::from_millis(20), || async {
-            (env.perseus.log().matches("keeping the running one").count() > refusals).then_some(())
-        })
-        .await;
+        let refused = wait_log_lines_above(&env.perseus, "keeping the running one", refusals).await;
         let log = env.perseus.log();
-        assert!(refused.is_some(), "bad config not refused:\n{log}");
+        assert!(refused, "bad config not refused:\n{log}");
         let line = log
             .lines()
             .rfind(|l| l.contains("keeping the running one"))
@@ -262,21 +280,13 @@ async fn a_broken_config_on_sighup_is_refused_and_serving_continues() {
         assert!(line.contains(why), "the refusal does not say why: {line}");
 
         // Still serving: the old client, a new one, and the old pool size.
-        let v: i32 = client
-            .query_one("SELECT v FROM t", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(v, 0);
+        assert_eq!(select_v(&client).await.unwrap(), 0);
         let fresh = env.connect(&t).await;
         fresh.simple_query("SELECT 1").await.unwrap();
         let max_open = sample(&metrics(port).await, "perseus_max_open_connections");
         assert_eq!(max_open, Some(3.0), "a refused config changed the pool");
     }
-    assert!(
-        env.perseus.wait_exit(Duration::ZERO).is_none(),
-        "perseus exited"
-    );
+    assert_running(&mut env.perseus, "perseus exited");
 
     // A good file again applies.
     let mut fixed: serde_json::Value = serde_json::from_str(&good).unwrap();
@@ -296,40 +306,28 @@ async fn a_broken_config_on_sighup_is_refused_and_serving_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_open_shrunk_while_idle_still_caps_the_next_burst() {
-    let mut env = Env::start(&["ri_a", "ri_b"], pool(8)).await;
-    create_log_tables(&env).await;
-    let observer = env.dest_super().await;
+    let (mut env, observer) = start_with_log_tables(&["ri_a", "ri_b"]).await;
     // A small burst opens a few server connections (fewer than MaxOpen), which then sit idle.
     let load = Load::start(&env, 4).await;
-    let grown = poll_async(SETTLE, Duration::from_millis(20), || async {
-        (backend_count(&env, &observer).await >= 3).then_some(())
-    })
-    .await;
-    assert!(grown.is_some(), "the burst never used the pool");
+    assert!(
+        backends_reach(&env, &observer, |n| n >= 3).await,
+        "the burst never used the pool"
+    );
     load.finish().await;
 
-    env.config.pool = pool(2);
-    env.perseus.rewrite_config(&env.config);
-    env.perseus.send_signal(libc::SIGHUP);
-    let shrunk = poll_async(SETTLE, Duration::from_millis(20), || async {
-        (backend_count(&env, &observer).await <= 2).then_some(())
-    })
-    .await;
+    reload(&mut env, |c| c.pool = pool(2));
     assert!(
-        shrunk.is_some(),
+        backends_reach(&env, &observer, |n| n <= 2).await,
         "idle connections beyond MaxOpen 2 were not closed"
     );
 
     // The next burst must not open more than the new MaxOpen.
     let watch = env.watch_backends().await;
     let load = Load::start(&env, 12).await;
-    let progressed = poll_async(SETTLE, Duration::from_millis(20), || async {
-        (load.commits.load(Ordering::Relaxed) >= 150).then_some(())
-    })
-    .await;
+    let progressed = load.reaches(150).await;
     let (max, seen) = watch.max().await;
     load.finish().await;
-    assert!(progressed.is_some(), "the second burst stalled");
+    assert!(progressed, "the second burst stalled");
     assert!(
         max <= 2,
         "{max} server connections with MaxOpen 2: {seen:?}"
@@ -340,35 +338,18 @@ async fn max_open_shrunk_while_idle_still_caps_the_next_burst() {
 async fn sighup_changes_the_log_level() {
     let mut env = Env::start(&["rg_log"], pool(1)).await;
     let t = env.tenant(0).clone();
-    env.config.log.level = "debug".into();
-    env.perseus.rewrite_config(&env.config);
-    env.perseus.send_signal(libc::SIGHUP);
-    let changed = poll_async(SETTLE, Duration::from_millis(20), || async {
-        env.perseus
-            .log()
-            .contains("log level changed")
-            .then_some(())
-    })
-    .await;
-    assert!(changed.is_some(), "{}", env.perseus.log());
+    reload(&mut env, |c| c.log.level = "debug".into());
+    assert!(
+        wait_log(&env.perseus, "log level changed").await,
+        "{}",
+        env.perseus.log()
+    );
     // Debug lines now appear (tokio-postgres and the pooler log at debug on a login).
-    let before = env
-        .perseus
-        .log()
-        .lines()
-        .filter(|l| l.contains("DEBUG"))
-        .count();
+    let before = log_lines_with(&env.perseus, "DEBUG");
     let c = env.connect(&t).await;
     c.simple_query("SELECT 1").await.unwrap();
-    let more = poll_async(SETTLE, Duration::from_millis(20), || async {
-        let now = env
-            .perseus
-            .log()
-            .lines()
-            .filter(|l| l.contains("DEBUG"))
-            .count();
-        (now > before).then_some(())
-    })
-    .await;
-    assert!(more.is_some(), "no DEBUG lines after the level change");
+    assert!(
+        wait_log_lines_above(&env.perseus, "DEBUG", before).await,
+        "no DEBUG lines after the level change"
+    );
 }

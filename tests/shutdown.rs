@@ -6,9 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::daemon::{assert_running, wait_log};
 use support::datapath::{Env, SETTLE, pool};
-use support::env::{DEST_PASSWORD, TenantEnv};
-use support::{Perseus, poll_async, port_accepts, quote_ident};
+use support::{poll_async, port_accepts, quote_ident, quote_literal};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
@@ -31,6 +31,20 @@ async fn connect(env: &Env, i: usize) -> Watched {
     }
 }
 
+/// A client of tenant `i` inside an open transaction that has logged `note`.
+async fn connect_in_transaction(env: &Env, i: usize, note: &str) -> Watched {
+    let watched = connect(env, i).await;
+    watched
+        .client
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO log VALUES ({})",
+            quote_literal(note)
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("open a transaction logging {note:?}: {e}"));
+    watched
+}
+
 impl Watched {
     /// Waits for the session to end and returns the SQLSTATE it ended with, if any.
     async fn ended_with(self) -> Option<String> {
@@ -45,21 +59,11 @@ impl Watched {
 
 /// The data-path fixture with ShutdownTimeoutSecs = `grace_secs` and a `log` table per tenant.
 async fn start(schemas: &[&str], grace_secs: u64) -> Env {
-    let world = TenantEnv::new(schemas).await;
-    let mut config = world.config();
-    config.pool = pool(2);
-    config.shutdown_timeout = Duration::from_secs(grace_secs);
-    let perseus = Perseus::start(&config);
-    let env = Env {
-        pg: world.pg,
-        dest_db: world.dest_db.clone(),
-        role: world.dest_role.clone(),
-        role_password: DEST_PASSWORD.into(),
-        tenants: world.tenants.clone(),
-        world,
-        config,
-        perseus,
-    };
+    let env = Env::start_with(schemas, |config| {
+        config.pool = pool(2);
+        config.shutdown_timeout = Duration::from_secs(grace_secs);
+    })
+    .await;
     let owner = env.dest().await;
     for t in &env.tenants {
         owner
@@ -88,15 +92,21 @@ async fn logged(env: &Env, schema: &str, note: &str) -> i64 {
         .get(0)
 }
 
+/// Sends `signal` and waits at most `wait` for perseus to exit (panicking with `what` if it
+/// does not) with a success status; returns how long that took.
+fn signal_until_exit(env: &mut Env, signal: i32, wait: Duration, what: &str) -> Duration {
+    let sent = Instant::now();
+    env.perseus.send_signal(signal);
+    let status = env.perseus.wait_exit(wait).expect(what);
+    assert!(status.success(), "exit status {status}");
+    sent.elapsed()
+}
+
 #[tokio::test]
 async fn sigterm_lets_the_transaction_in_flight_commit_tells_idle_clients_and_exits_0() {
     let mut env = start(&["sd_a", "sd_b"], 30).await;
-    let busy = connect(&env, 0).await;
+    let busy = connect_in_transaction(&env, 0, "in flight").await;
     let idle = connect(&env, 1).await;
-    busy.client
-        .batch_execute("BEGIN; INSERT INTO log VALUES ('in flight')")
-        .await
-        .unwrap();
     let port = env.perseus.port();
 
     env.perseus.send_signal(libc::SIGTERM);
@@ -141,14 +151,7 @@ async fn sigterm_lets_the_transaction_in_flight_commit_tells_idle_clients_and_ex
     assert!(status.success(), "exit status {status}");
     // Every server connection was closed.
     let observer = env.dest_super().await;
-    let gone = poll_async(SETTLE, Duration::from_millis(20), || async {
-        env.server_backends(&observer)
-            .await
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "{:?}", env.server_backends(&observer).await);
+    env.wait_no_backends(&observer).await;
     let log = env.perseus.log();
     assert!(log.contains("shutting down"), "{log}");
 }
@@ -156,12 +159,7 @@ async fn sigterm_lets_the_transaction_in_flight_commit_tells_idle_clients_and_ex
 #[tokio::test]
 async fn shutdown_timeout_bounds_a_stuck_transaction() {
     let mut env = start(&["st_a"], 2).await;
-    let stuck = connect(&env, 0).await;
-    stuck
-        .client
-        .batch_execute("BEGIN; INSERT INTO log VALUES ('never committed')")
-        .await
-        .unwrap();
+    let stuck = connect_in_transaction(&env, 0, "never committed").await;
     // Also a statement that would run far past the grace period.
     let Watched { client, conn } = stuck;
     let sleeper = tokio::spawn(async move {
@@ -171,14 +169,12 @@ async fn shutdown_timeout_bounds_a_stuck_transaction() {
     let observer = env.dest_super().await;
     env.wait_backend(&observer, "active", "pg_sleep(60)").await;
 
-    let sent = Instant::now();
-    env.perseus.send_signal(libc::SIGTERM);
-    let status = env
-        .perseus
-        .wait_exit(Duration::from_secs(15))
-        .expect("perseus exits after ShutdownTimeoutSecs");
-    let took = sent.elapsed();
-    assert!(status.success(), "exit status {status}");
+    let took = signal_until_exit(
+        &mut env,
+        libc::SIGTERM,
+        Duration::from_secs(15),
+        "perseus exits after ShutdownTimeoutSecs",
+    );
     assert!(
         took >= Duration::from_millis(1500),
         "exited after {took:?}, before the 2 s grace period"
@@ -198,14 +194,7 @@ async fn shutdown_timeout_bounds_a_stuck_transaction() {
         assert_eq!(db.code().code(), "57P01", "{db:?}");
     }
     // The transaction was rolled back and its server connection closed.
-    let gone = poll_async(SETTLE, Duration::from_millis(20), || async {
-        env.server_backends(&observer)
-            .await
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "{:?}", env.server_backends(&observer).await);
+    env.wait_no_backends(&observer).await;
     assert_eq!(logged(&env, "st_a", "never committed").await, 0);
     assert!(env.perseus.log().contains("grace period over"));
 }
@@ -213,22 +202,16 @@ async fn shutdown_timeout_bounds_a_stuck_transaction() {
 #[tokio::test]
 async fn sigint_exits_at_once_even_with_a_transaction_open() {
     let mut env = start(&["si_a"], 30).await;
-    let open = connect(&env, 0).await;
-    open.client
-        .batch_execute("BEGIN; INSERT INTO log VALUES ('interrupted')")
-        .await
-        .unwrap();
-    let sent = Instant::now();
-    env.perseus.send_signal(libc::SIGINT);
-    let status = env
-        .perseus
-        .wait_exit(Duration::from_secs(10))
-        .expect("perseus exits on SIGINT");
-    assert!(status.success(), "exit status {status}");
+    let open = connect_in_transaction(&env, 0, "interrupted").await;
+    let took = signal_until_exit(
+        &mut env,
+        libc::SIGINT,
+        Duration::from_secs(10),
+        "perseus exits on SIGINT",
+    );
     assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "SIGINT took {:?} (grace is 30 s)",
-        sent.elapsed()
+        took < Duration::from_secs(5),
+        "SIGINT took {took:?} (grace is 30 s)"
     );
     let code = open.ended_with().await;
     assert!(
@@ -236,48 +219,25 @@ async fn sigint_exits_at_once_even_with_a_transaction_open() {
         "ended with {code:?}"
     );
     let observer = env.dest_super().await;
-    let gone = poll_async(SETTLE, Duration::from_millis(20), || async {
-        env.server_backends(&observer)
-            .await
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "{:?}", env.server_backends(&observer).await);
+    env.wait_no_backends(&observer).await;
     assert_eq!(logged(&env, "si_a", "interrupted").await, 0);
 }
 
 #[tokio::test]
 async fn a_second_sigterm_means_now() {
     let mut env = start(&["s2_a"], 30).await;
-    let open = connect(&env, 0).await;
-    open.client
-        .batch_execute("BEGIN; INSERT INTO log VALUES ('second signal')")
-        .await
-        .unwrap();
+    let open = connect_in_transaction(&env, 0, "second signal").await;
     env.perseus.send_signal(libc::SIGTERM);
     // The first signal waits for the transaction; make sure it is being waited on.
-    let waiting = poll_async(SETTLE, Duration::from_millis(20), || async {
-        env.perseus.log().contains("shutting down").then_some(())
-    })
-    .await;
-    assert!(waiting.is_some());
-    assert!(
-        env.perseus.wait_exit(Duration::ZERO).is_none(),
-        "did not wait for the transaction"
+    assert!(wait_log(&env.perseus, "shutting down").await);
+    assert_running(&mut env.perseus, "did not wait for the transaction");
+    let took = signal_until_exit(
+        &mut env,
+        libc::SIGTERM,
+        Duration::from_secs(10),
+        "perseus exits on the second SIGTERM",
     );
-    let sent = Instant::now();
-    env.perseus.send_signal(libc::SIGTERM);
-    let status = env
-        .perseus
-        .wait_exit(Duration::from_secs(10))
-        .expect("perseus exits on the second SIGTERM");
-    assert!(status.success(), "exit status {status}");
-    assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        sent.elapsed()
-    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(env.perseus.log().contains("second signal"));
     assert_eq!(logged(&env, "s2_a", "second signal").await, 0);
     drop(open);

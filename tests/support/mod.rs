@@ -12,6 +12,7 @@
 //! however it exits: normal end, panic, abort or SIGKILL from a nextest timeout.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod datapath;
 pub mod env;
 pub mod moto;
