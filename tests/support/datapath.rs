@@ -279,8 +279,9 @@ impl Env {
         .await;
         assert!(
             found.is_some(),
-            "no backend is {state:?} with a query containing {marker:?}: {:?}",
-            self.server_backends(observer).await
+            "no backend is {state:?} with a query containing {marker:?}: {:?}\nperseus log:\n{}",
+            self.server_backends(observer).await,
+            super::log_tail(&self.perseus.log_path(), 40)
         );
     }
 
