@@ -55,14 +55,26 @@ impl Home {
             .clone()
     }
 
-    /// A pooled connection about to be handed out, if still fit; closed otherwise.
-    fn vet_idle(&self, mut t: Box<Tracked>, s: &PoolSettings) -> Option<Box<Tracked>> {
-        let now = Instant::now();
+    /// Whether an idle connection is past MaxLifetime or MaxIdletime at `now`; counted as
+    /// closed for that reason when it is (the caller closes it).
+    fn retired(&self, t: &Tracked, s: &PoolSettings, now: Instant) -> bool {
         if past(now.duration_since(t.created), s.max_lifetime) {
             self.stats.note_lifetime_closed();
+            true
         } else if past(now.duration_since(t.idle_since), s.max_idle_time) {
             self.stats.note_idle_time_closed();
-        } else if t.tls_generation == self.opener.generation() && t.conn.idle_check() {
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A pooled connection about to be handed out, if still fit; closed otherwise.
+    fn vet_idle(&self, mut t: Box<Tracked>, s: &PoolSettings) -> Option<Box<Tracked>> {
+        if !self.retired(&t, s, Instant::now())
+            && t.tls_generation == self.opener.generation()
+            && t.conn.idle_check()
+        {
             return Some(t);
         }
         self.slots.discard(t);
@@ -423,18 +435,8 @@ impl DestPool {
     pub fn reap(&self) {
         let s = self.settings();
         let now = Instant::now();
-        let stats = &self.stats;
-        self.home.slots.prune(|t| {
-            if past(now.duration_since(t.created), s.max_lifetime) {
-                stats.note_lifetime_closed();
-                false
-            } else if past(now.duration_since(t.idle_since), s.max_idle_time) {
-                stats.note_idle_time_closed();
-                false
-            } else {
-                true
-            }
-        });
+        let home = &self.home;
+        home.slots.prune(|t| !home.retired(t, &s, now));
     }
 
     /// Applies reloaded settings: resizing never interrupts a connection in use.
