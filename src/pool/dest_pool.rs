@@ -5,10 +5,11 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::destination::{DestKey, Destination};
+use super::live_settings::LiveSettings;
 use super::opener::Opener;
 use super::prepared::PreparedSet;
 use super::server::{FittedSettings, ServerConn, ServerError};
@@ -42,17 +43,16 @@ fn past(elapsed: Duration, limit: Duration) -> bool {
 /// What the pool and the connections it lent out share.
 struct Home {
     slots: Slots<Tracked>,
-    settings: RwLock<PoolSettings>,
+    /// Started with the first checkout that has to wait (see [`Slots::watch`]).
+    watchdog: std::sync::Once,
+    settings: LiveSettings,
     opener: Opener,
     stats: Arc<PoolStats>,
 }
 
 impl Home {
     fn settings(&self) -> PoolSettings {
-        self.settings
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.settings.load()
     }
 
     /// Whether an idle connection is past MaxLifetime or MaxIdletime at `now`; counted as
@@ -94,12 +94,7 @@ impl Home {
             return;
         }
         let now = Instant::now();
-        let lifetime = self
-            .settings
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .max_lifetime;
-        if past(now.duration_since(t.created), lifetime) {
+        if past(now.duration_since(t.created), self.settings.max_lifetime()) {
             self.stats.note_lifetime_closed();
             self.slots.discard(t);
             return;
@@ -201,7 +196,8 @@ impl DestPool {
                 settings.max_idle as usize,
                 stats.clone(),
             ),
-            settings: RwLock::new(settings),
+            watchdog: std::sync::Once::new(),
+            settings: LiveSettings::new(&settings),
             opener: Opener::new(dest, tls),
             stats: stats.clone(),
         });
@@ -298,17 +294,18 @@ impl DestPool {
         // Each unfit connection is closed before the next try, so this ends when the idle list
         // runs out; the bound only guards against connections failing as fast as they come back.
         for _ in 0..=s.max_open as usize * 2 {
+            let so_far = waited.unwrap_or_default();
             let take = home
                 .slots
-                .take(schema)
+                .take(schema, s.wait_timeout.saturating_sub(so_far))
                 .map_err(|_| CheckoutError::Closed(self.name()))?;
             let t = match take {
                 Take::Idle(t) => t,
                 Take::Open(slot) => return self.open(slot, &s).await,
                 Take::Wait(waiting) => {
-                    let so_far = waited.unwrap_or_default();
+                    self.watch();
                     let started = Instant::now();
-                    let got = waiting.wait(s.wait_timeout.saturating_sub(so_far)).await;
+                    let got = waiting.wait().await;
                     let total = so_far + started.elapsed();
                     *waited = Some(total);
                     match got {
@@ -336,6 +333,15 @@ impl DestPool {
                 "idle server connections keep failing their health check",
             )),
         })
+    }
+
+    /// Starts the pool's watchdog, once. It holds the pool's core until the pool is closed,
+    /// which dropping the [`DestPool`] does.
+    fn watch(&self) {
+        self.home.watchdog.call_once(|| {
+            let home = self.home.clone();
+            tokio::spawn(async move { home.slots.watch().await });
+        });
     }
 
     /// Opens a connection in a reserved slot; the slot is freed if that fails or the checkout
@@ -442,11 +448,7 @@ impl DestPool {
     /// Applies reloaded settings: resizing never interrupts a connection in use.
     pub fn apply_settings(&self, s: PoolSettings) {
         let (max_open, max_idle) = (s.max_open as usize, s.max_idle as usize);
-        *self
-            .home
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = s;
+        self.home.settings.store(&s);
         self.home.slots.resize(max_open, max_idle);
         self.reap();
     }
@@ -464,6 +466,14 @@ impl DestPool {
 
     pub fn close(&self) {
         self.home.slots.close();
+    }
+}
+
+impl Drop for DestPool {
+    /// Nothing can check out of a dropped pool; closing it also ends its watchdog, which
+    /// would otherwise keep the pool's core (and its idle connections) alive.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod dest_pool;
 pub mod destination;
+mod live_settings;
 pub mod opener;
 pub mod prepared;
 pub mod registry;

@@ -3,6 +3,8 @@
 
 use super::*;
 
+use futures::FutureExt;
+
 const NOW: Duration = Duration::from_millis(1);
 const LONG: Duration = Duration::from_secs(3600);
 
@@ -24,7 +26,7 @@ fn slots(max_open: usize, max_idle: usize) -> Slots<Dummy> {
 
 /// Opens a connection in a free slot, as a checkout would.
 fn open(s: &Slots<Dummy>, id: u32, schema: &str) -> Box<Dummy> {
-    match s.take(schema) {
+    match s.take(schema, LONG) {
         Ok(Take::Open(r)) => r.fill(),
         _ => panic!("expected a free slot for connection {id}"),
     }
@@ -35,34 +37,53 @@ fn open(s: &Slots<Dummy>, id: u32, schema: &str) -> Box<Dummy> {
 }
 
 fn idle(s: &Slots<Dummy>, schema: &str) -> Box<Dummy> {
-    match s.take(schema) {
+    match s.take(schema, LONG) {
         Ok(Take::Idle(c)) => c,
         _ => panic!("expected an idle connection for {schema}"),
     }
 }
 
 fn queue<'a>(s: &'a Slots<Dummy>, schema: &str) -> Waiting<'a, Dummy> {
-    match s.take(schema) {
+    match s.take(schema, LONG) {
         Ok(Take::Wait(w)) => w,
         _ => panic!("expected to wait for {schema}"),
     }
 }
 
-/// The connection a waiter was handed, if it was handed one already.
+/// The connection a waiter was handed, if it was handed one already; one not served yet
+/// gives up (leaves the queue).
 async fn served(w: Waiting<'_, Dummy>) -> Option<u32> {
-    match w.wait(NOW).await {
+    match w.wait().now_or_never()? {
         Ok(Got::Conn(c)) => Some(c.id),
         Ok(Got::Open(_)) => panic!("expected a connection, got a slot"),
-        Err(WaitError::Timeout) => None,
-        Err(WaitError::Closed) => panic!("pool closed"),
+        Err(e) => panic!("not served: {e:?}"),
     }
 }
 
 /// Asserts a waiter was handed a slot, and opens a connection in it.
 async fn slot_granted(w: Waiting<'_, Dummy>) {
-    match w.wait(NOW).await {
-        Ok(Got::Open(r)) => r.fill(),
+    match w.wait().now_or_never() {
+        Some(Ok(Got::Open(r))) => r.fill(),
         _ => panic!("expected a slot to open a connection in"),
+    }
+}
+
+/// Waits for `w` with the pool's watchdog running, as a destination pool runs it.
+async fn watched<'a>(
+    s: &'a Slots<Dummy>,
+    w: Waiting<'a, Dummy>,
+) -> Result<Got<'a, Dummy>, WaitError> {
+    tokio::select! {
+        got = w.wait() => got,
+        () = s.watch() => panic!("the watchdog stopped with a waiter queued"),
+    }
+}
+
+/// Whether a checkout on `schema` that finds nothing free times out after a short limit.
+async fn times_out(s: &Slots<Dummy>, schema: &str) -> bool {
+    match s.take(schema, NOW) {
+        Ok(Take::Wait(w)) => matches!(watched(s, w).await, Err(WaitError::Timeout)),
+        _ => panic!("expected to wait for {schema}"),
     }
 }
 
@@ -89,7 +110,7 @@ async fn a_checkout_prefers_an_idle_connection_on_its_schema_most_recent_first()
     // None on "c": the least recently used of the rest (its tenant has been away longest).
     assert_eq!(idle(&s, "c").id, 2);
     assert_eq!(idle(&s, "c").id, 4);
-    assert!(matches!(s.take("c"), Ok(Take::Open(_))));
+    assert!(matches!(s.take("c", LONG), Ok(Take::Open(_))));
 }
 
 #[tokio::test]
@@ -168,10 +189,7 @@ async fn a_waiter_that_gives_up_with_a_slot_frees_it() {
 async fn a_timed_out_waiter_leaves_the_queue_and_the_next_return_goes_idle() {
     let s = slots(1, 1);
     let x = open(&s, 1, "a");
-    assert!(matches!(
-        queue(&s, "a").wait(NOW).await,
-        Err(WaitError::Timeout)
-    ));
+    assert!(times_out(&s, "a").await);
     assert_eq!(counts(&s), (1, 0, 0));
     s.give_back(x);
     assert_eq!(counts(&s), (1, 1, 0));
@@ -184,7 +202,7 @@ async fn a_closed_connection_lets_the_oldest_waiter_open_one() {
     let (w1, w2) = (queue(&s, "a"), queue(&s, "b"));
     s.discard(x);
     slot_granted(w1).await;
-    assert!(matches!(w2.wait(NOW).await, Err(WaitError::Timeout)));
+    assert_eq!(served(w2).await, None);
     assert_eq!(counts(&s), (1, 0, 0));
 }
 
@@ -203,10 +221,7 @@ async fn shrinking_below_use_is_repaid_by_returns() {
     let s = slots(4, 4);
     let held = [open(&s, 1, "a"), open(&s, 2, "a"), open(&s, 3, "a")];
     s.resize(1, 4);
-    assert!(matches!(
-        queue(&s, "a").wait(NOW).await,
-        Err(WaitError::Timeout)
-    ));
+    assert!(times_out(&s, "a").await);
     let mut after = Vec::new();
     for c in held {
         s.give_back(c);
@@ -215,10 +230,7 @@ async fn shrinking_below_use_is_repaid_by_returns() {
     // Two over the limit are closed, the third goes back to the pool.
     assert_eq!(after, [(2, 0, 0), (1, 0, 0), (1, 1, 0)]);
     let d = idle(&s, "a");
-    assert!(matches!(
-        queue(&s, "a").wait(NOW).await,
-        Err(WaitError::Timeout)
-    ));
+    assert!(times_out(&s, "a").await);
     s.give_back(d);
     assert_eq!(counts(&s), (1, 1, 0));
 }
@@ -235,10 +247,7 @@ async fn shrinking_an_idle_pool_leaves_exactly_the_new_limit() {
     assert_eq!(counts(&s), (2, 1, 0));
     assert_eq!(PoolStats::get(&s.stats.max_idle_closed), 2);
     let second = idle(&s, "a");
-    assert!(matches!(
-        queue(&s, "a").wait(NOW).await,
-        Err(WaitError::Timeout)
-    ));
+    assert!(times_out(&s, "a").await);
     s.give_back(held);
     s.give_back(second);
     assert_eq!(counts(&s), (2, 2, 0));
@@ -250,10 +259,7 @@ async fn growing_absorbs_the_surplus_before_adding_slots() {
     let held = [open(&s, 1, "a"), open(&s, 2, "a"), open(&s, 3, "a")];
     s.resize(1, 3); // two over
     s.resize(2, 3); // one over, nothing free
-    assert!(matches!(
-        queue(&s, "a").wait(NOW).await,
-        Err(WaitError::Timeout)
-    ));
+    assert!(times_out(&s, "a").await);
     let mut idle_after = Vec::new();
     for c in held {
         s.give_back(c);
@@ -267,7 +273,7 @@ async fn growing_absorbs_the_surplus_before_adding_slots() {
     for id in 4..7 {
         open(&s, id, "a");
     }
-    assert!(matches!(s.take("a"), Ok(Take::Wait(_))));
+    assert!(matches!(s.take("a", LONG), Ok(Take::Wait(_))));
 }
 
 #[tokio::test]
@@ -297,12 +303,12 @@ async fn closing_wakes_waiters_and_closes_what_comes_back() {
     let s = slots(1, 1);
     let held = open(&s, 1, "a");
     let w = queue(&s, "a");
-    let (woken, ()) = tokio::join!(w.wait(LONG), async {
+    let (woken, ()) = tokio::join!(w.wait(), async {
         tokio::task::yield_now().await;
         s.close();
     });
     assert!(matches!(woken, Err(WaitError::Closed)));
-    assert_eq!(s.take("a").err(), Some(Closed));
+    assert_eq!(s.take("a", LONG).err(), Some(Closed));
     s.give_back(held);
     assert_eq!(counts(&s), (0, 0, 0));
 }
@@ -312,6 +318,10 @@ async fn closing_wakes_waiters_and_closes_what_comes_back() {
 #[tokio::test]
 async fn hot_tenants_rarely_need_to_switch_schema() {
     let s = Arc::new(Slots::<Dummy>::new(20, 20, Arc::default()));
+    let watchdog = tokio::spawn({
+        let s = s.clone();
+        async move { s.watch().await }
+    });
     let rounds = 200;
     let clients = (0..40).map(|i| {
         let s = s.clone();
@@ -319,7 +329,7 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
             let schema = format!("t{}", i % 10);
             let mut switched = 0;
             for _ in 0..rounds {
-                let mut conn = match s.take(&schema).expect("pool open") {
+                let mut conn = match s.take(&schema, LONG).expect("pool open") {
                     Take::Idle(c) => c,
                     Take::Open(r) => {
                         r.fill();
@@ -328,7 +338,7 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
                             schema: None,
                         })
                     }
-                    Take::Wait(w) => match w.wait(LONG).await.expect("served") {
+                    Take::Wait(w) => match w.wait().await.expect("served") {
                         Got::Conn(c) => c,
                         Got::Open(r) => {
                             r.fill();
@@ -363,6 +373,10 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
         "{switched} of {checkouts} checkouts switched schema"
     );
     assert_eq!(counts(&s), (20, 20, 0));
+    s.close();
+    watchdog
+        .await
+        .expect("the watchdog ends when the pool closes");
 }
 
 #[test]
@@ -402,12 +416,12 @@ async fn a_returned_connection_is_held_for_its_schema_then_rescued_by_a_waiter()
     s.give_back(a);
     assert_eq!(counts(&s), (2, 1, 1), "held idle for 'a' while 'c' waits");
     // A newcomer on yet another schema queues behind the waiter instead of taking it...
-    assert!(matches!(s.take("x"), Ok(Take::Wait(_))));
+    assert!(matches!(s.take("x", LONG), Ok(Take::Wait(_))));
     // ...while a client of 'a' takes it at once.
     let a = idle(&s, "a");
     s.give_back(a);
     // Nothing else comes back: the waiter takes the held connection once `hold` is over.
-    match w.wait(LONG).await {
+    match watched(&s, w).await {
         Ok(Got::Conn(c)) => assert_eq!(c.id, 1),
         _ => panic!("the waiter takes the held connection"),
     }
@@ -444,4 +458,15 @@ async fn a_held_connection_goes_to_its_schema_waiter_when_one_queues() {
     assert_eq!(counts(&s), (2, 1, 1));
     drop(wc);
     assert_eq!(counts(&s), (2, 1, 0));
+}
+
+#[tokio::test]
+async fn the_watchdog_expires_only_waiters_past_their_own_limit() {
+    let s = slots(1, 1);
+    let x = open(&s, 1, "a");
+    let patient = queue(&s, "a");
+    assert!(times_out(&s, "a").await, "the short limit ran out");
+    assert_eq!(counts(&s), (1, 0, 1), "the patient waiter is still queued");
+    s.give_back(x);
+    assert_eq!(served(patient).await, Some(1));
 }
