@@ -1,9 +1,5 @@
 //! The untagged packets a client sends first: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage.
 
-use bytes::BytesMut;
-use pgwire::messages::startup::Startup;
-use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
-
 use super::ProtoError;
 
 /// PostgreSQL refuses startup packets above 10,000 bytes; so do we.
@@ -62,16 +58,44 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, ProtoError> {
             if packet.last() != Some(&0) {
                 return Err(ProtoError::BadStartup("parameter list is not terminated"));
             }
-            let mut buf = BytesMut::from(packet);
-            let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-            let startup = Startup::decode(&mut buf, &ctx)
-                .map_err(|_| ProtoError::BadStartup("undecodable parameters"))?
-                .ok_or(ProtoError::BadStartup("truncated"))?;
             Ok(StartupPacket::Startup {
-                params: startup.parameters.into_iter().collect(),
+                params: parameters(&packet[8..])?,
             })
         }
     }
+}
+
+/// The name/value pairs of a StartupMessage, sorted by name, the last of a repeated name
+/// winning (as the server applies them in order). Parsed here rather than through a general
+/// message decoder: every login passes through it, and the decoder copied the packet and
+/// built a map only for it to be turned into this list.
+fn parameters(mut body: &[u8]) -> Result<Vec<(String, String)>, ProtoError> {
+    let mut params = Vec::with_capacity(8);
+    loop {
+        let (name, rest) = cstring(body)?;
+        if name.is_empty() {
+            break;
+        }
+        let (value, rest) = cstring(rest)?;
+        params.push((name.to_owned(), value.to_owned()));
+        body = rest;
+    }
+    // Stable sort of the reversed list: the last occurrence of a name comes first, and
+    // dedup keeps the first of each run.
+    params.reverse();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params.dedup_by(|later, kept| later.0 == kept.0);
+    Ok(params)
+}
+
+fn cstring(b: &[u8]) -> Result<(&str, &[u8]), ProtoError> {
+    let end = b
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(ProtoError::BadStartup("truncated"))?;
+    let s = std::str::from_utf8(&b[..end])
+        .map_err(|_| ProtoError::BadStartup("undecodable parameters"))?;
+    Ok((s, &b[end + 1..]))
 }
 
 #[cfg(test)]
@@ -104,6 +128,37 @@ mod tests {
         };
         assert!(params.contains(&("user".into(), "bob".into())));
         assert!(params.contains(&("database".into(), "db".into())));
+    }
+
+    #[test]
+    fn repeated_names_keep_the_last_value_and_the_list_is_sorted() {
+        let p = packet(196_608, b"user\0a\0database\0db\0user\0b\0\0");
+        assert_eq!(
+            parse(&p),
+            Ok(StartupPacket::Startup {
+                params: vec![
+                    ("database".into(), "db".into()),
+                    ("user".into(), "b".into())
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn names_without_values_and_bad_utf8_are_refused() {
+        for body in [
+            &b"user\0\0"[..],
+            b"user\0bob\0options\0",
+            b"user\0b\xffb\0\0",
+        ] {
+            assert!(
+                matches!(
+                    parse(&packet(196_608, body)),
+                    Err(ProtoError::BadStartup(_))
+                ),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]
