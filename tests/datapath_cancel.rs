@@ -48,8 +48,14 @@ async fn cancel_stops_pg_sleep_and_the_session_goes_on() {
             wait_running(&env, &observer, sql.split("/*").nth(1).unwrap()).await;
             token.cancel_query(NoTls).await.expect("send the cancel");
         };
-        let (result, ()) = tokio::time::timeout(Duration::from_secs(20), async {
-            futures::join!(query, cancel)
+        tokio::pin!(query);
+        let result = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::select! {
+                // Without this branch a query that fails at once would show only as the
+                // cancel's wait for it timing out.
+                r = &mut query => panic!("{sql} ended before it was cancelled: {r:?}"),
+                () = cancel => query.await,
+            }
         })
         .await
         .expect("the cancelled query returns");
