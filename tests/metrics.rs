@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use support::env::TenantEnv;
 use support::proc::{Watchdog, wait_timeout};
 use support::tenant::apply_migrations;
-use support::{Perseus, PgCluster, free_port, poll_async, port_accepts, unique_name};
+use support::{Perseus, PgCluster, free_port_pair, poll_async, port_accepts, unique_name};
 
 /// Generous bound for one HTTP exchange on a loaded CI machine.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -379,11 +379,11 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&socket).unwrap();
-    let port = free_port();
+    let (port, metrics_port) = free_port_pair();
     let mut config =
         serde_json::to_value(support::perseus::config(pg, &unique_name("auth"), moto)).unwrap();
     config["ListenAddress"] = format!("127.0.0.1:{port}").into();
-    config["MetricsAddress"] = format!("127.0.0.1:{}", free_port()).into();
+    config["MetricsAddress"] = format!("127.0.0.1:{metrics_port}").into();
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
     let log_path = dir.path().join("perseus.log");

@@ -71,6 +71,15 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// Two different free ports: both are held while the second is picked, so the kernel cannot
+/// hand out the first one again.
+pub fn free_port_pair() -> (u16, u16) {
+    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("local_addr").port();
+    (port(&a), port(&b))
+}
+
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 pub fn port_accepts(port: u16) -> bool {
     TcpStream::connect_timeout(

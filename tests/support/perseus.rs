@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::moto::Moto;
 use super::pg::PgCluster;
 use super::proc::{Watchdog, send_signal, wait_timeout};
-use super::{free_port, log_tail, poll, port_accepts};
+use super::{free_port_pair, log_tail, poll, port_accepts};
 
 /// How long the daemon may take to open its listener.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,8 +99,8 @@ impl Perseus {
     }
 
     fn spawn(mut config: Value) -> Result<Perseus, (String, bool)> {
-        let port = free_port();
-        let metrics_port = free_port();
+        // A port picked twice would fail the config check (metrics on the listen port).
+        let (port, metrics_port) = free_port_pair();
         config["ListenAddress"] = format!("127.0.0.1:{port}").into();
         config["MetricsAddress"] = format!("127.0.0.1:{metrics_port}").into();
         let dir = tempfile::Builder::new()
