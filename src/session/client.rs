@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::cancel::ServerKey;
+use super::cancel::{CANCEL_SETTLE_LIMIT, ServerKey};
 use super::checkout::{self, REPORTED_SETTABLE};
 use super::forward::{ClientBufs, IdleEnd, IdleLimits, Outcome, forward};
 use super::registry::{Admission, ClientEntry, IDLE_SHRINK, Phase, say_killed, signal};
@@ -365,7 +365,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             pool.release(conn, false);
             return Err(e);
         }
-        *cancel_slot.lock().expect("cancel slot") = Some(ServerKey {
+        cancel_slot.set(ServerKey {
             addr: conn.addr,
             pid: conn.backend_pid,
             secret: conn.backend_secret,
@@ -389,9 +389,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         };
         me.set_pinned(st.pinned);
         me.set_phase(Phase::Idle);
-        *cancel_slot.lock().expect("cancel slot") = None;
+        let cancel_pending = cancel_slot.clear();
         match outcome {
             Outcome::Released => {
+                // A cancel sent to this connection must be over before anyone's next query
+                // runs on it (see the cancel module); one not over in time closes it.
+                if cancel_pending && !cancel_slot.settled(CANCEL_SETTLE_LIMIT).await {
+                    pool.discard(conn).await;
+                    continue;
+                }
                 let limit = pool.settings().schema_exec_timeout;
                 match checkout::settle(&mut conn, st, limit).await {
                     Ok(()) => pool.release(conn, true),
@@ -404,7 +410,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             Outcome::ClientGone { clean } => {
                 // Settings changed but not yet read back would leak to the next user; a
                 // statement still running for a vanished client is cancelled.
-                if clean && st.touched.is_empty() {
+                if clean && st.touched.is_empty() && !cancel_pending {
                     pool.release(conn, true);
                 } else {
                     pool.discard(conn).await;
