@@ -130,6 +130,40 @@ async fn clients_sharing_startup_settings_still_keep_their_own_changes() {
 }
 
 #[tokio::test]
+async fn reconnecting_clients_get_the_startup_settings_they_asked_for() {
+    // Once the pool knows the server's parameters, a login asking only for reported ones
+    // reuses the settings map built for an earlier client that asked for the same: clients
+    // asking for different values must each still get their own.
+    let env = Env::start(&["st_again"], pool(1)).await;
+    let named = |app: &str| {
+        let mut config = env.client_config(env.tenant(0));
+        config.application_name(app);
+        config
+    };
+    let app = "SHOW application_name";
+    let plain = env.connect(env.tenant(0)).await;
+    let plain_app = show(&plain, app).await;
+    for round in 0..3 {
+        let x = env.connect_with(&named("app_x")).await;
+        let y = env.connect_with(&named("app_y")).await;
+        let again = env.connect(env.tenant(0)).await;
+        for _ in 0..3 {
+            assert_eq!(
+                show(&x, app).await.as_deref(),
+                Some("app_x"),
+                "round {round}"
+            );
+            assert_eq!(
+                show(&y, app).await.as_deref(),
+                Some("app_y"),
+                "round {round}"
+            );
+            assert_eq!(show(&again, app).await, plain_app, "round {round}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn temp_tables_and_advisory_locks_pin_the_client() {
     let env = Env::start(&["st_c", "st_d"], pool(2)).await;
     let a = env.connect(env.tenant(0)).await;

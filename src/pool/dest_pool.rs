@@ -3,7 +3,7 @@
 //! connection straight to a waiting checkout or keeps at most MaxIdle idle; reaping by idle time
 //! and lifetime; reloads that never fail a transaction in flight.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,6 +169,9 @@ pub struct DestPool {
     /// Settings maps clients of this pool logged in with, shared so that clients wanting the
     /// same settings hold one map (see `ServerConn::fitted`).
     settings_seen: Mutex<Vec<FittedSettings>>,
+    /// The shared settings map of clients that asked at startup only for parameters the
+    /// server reports, by what they asked (see [`DestPool::settings_asked`]).
+    asked_seen: Mutex<Vec<(BTreeMap<String, String>, FittedSettings)>>,
     /// Ciphertexts known to decrypt to this pool's password. KMS ciphertexts are randomised,
     /// so every tenant row routed here carries a different one.
     ciphertexts: Mutex<HashSet<String>>,
@@ -208,6 +211,7 @@ impl DestPool {
             stats,
             startup_params: std::sync::OnceLock::new(),
             settings_seen: Mutex::new(Vec::new()),
+            asked_seen: Mutex::new(Vec::new()),
             ciphertexts: Mutex::new([ciphertext].into()),
         })
     }
@@ -406,6 +410,30 @@ impl DestPool {
         }
         seen.push(wanted.clone());
         wanted.clone()
+    }
+
+    /// The settings map of a client that asked at startup for `asked`, all of them parameters
+    /// the server reports, if such a client logged in before. Its map is the pool's reported
+    /// startup parameters with `asked` on top, so it depends on nothing else; reusing it saves
+    /// building and interning it (a dozen allocations) on every login of a reconnect storm.
+    pub fn settings_asked(&self, asked: &BTreeMap<String, String>) -> Option<FittedSettings> {
+        let seen = self.asked_seen.lock().expect("settings lock");
+        seen.iter()
+            .find(|(a, _)| a == asked)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// Remembers the map built for a client that asked for `asked` (a bounded number are kept).
+    pub fn remember_asked(&self, asked: BTreeMap<String, String>, map: FittedSettings) {
+        const KEPT: usize = 16;
+        let mut seen = self.asked_seen.lock().expect("settings lock");
+        if seen.iter().any(|(a, _)| *a == asked) {
+            return;
+        }
+        if seen.len() == KEPT {
+            seen.remove(0);
+        }
+        seen.push((asked, map));
     }
 
     /// What a new client is told in ParameterStatus, as the destination server said it;

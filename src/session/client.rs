@@ -211,26 +211,40 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         .settings
         .keys()
         .all(|k| REPORTED_SETTABLE.contains(&k.as_str()));
-    let mut conn = if known && only_reported {
-        None
-    } else {
-        Some(pool.checkout(&id.schema).await?)
-    };
-    for (k, v) in pool.startup_params() {
-        if REPORTED_SETTABLE.contains(&k.as_str()) {
-            state.wanted.insert(k.clone(), v.clone());
+    let quick = known && only_reported;
+    match quick.then(|| pool.settings_asked(&id.settings)).flatten() {
+        Some(map) => {
+            state.wanted = Settings::from_shared(map);
+            // Not kept for the session: the map above holds them.
+            id.settings = Default::default();
+        }
+        None => {
+            let asked = quick.then(|| id.settings.clone());
+            let mut conn = if quick {
+                None
+            } else {
+                Some(pool.checkout(&id.schema).await?)
+            };
+            for (k, v) in pool.startup_params() {
+                if REPORTED_SETTABLE.contains(&k.as_str()) {
+                    state.wanted.insert(k.clone(), v.clone());
+                }
+            }
+            // Moved, not cloned: `id` lives as long as the session and needs them no more.
+            state.wanted.extend(std::mem::take(&mut id.settings));
+            if let Some(mut c) = conn.take() {
+                let ready = prepare(&pool, &mut c, &mut state).await;
+                pool.release(c, ready.is_ok());
+                ready?;
+            }
+            // Clients wanting the same settings share one map, so a connection fitted to one
+            // of them is known to fit the others without comparing settings.
+            state.wanted = Settings::from_shared(pool.intern_settings(state.wanted.shared()));
+            if let Some(asked) = asked {
+                pool.remember_asked(asked, state.wanted.shared().clone());
+            }
         }
     }
-    // Moved, not cloned: `id` lives as long as the session and needs them no more.
-    state.wanted.extend(std::mem::take(&mut id.settings));
-    if let Some(mut c) = conn.take() {
-        let ready = prepare(&pool, &mut c, &mut state).await;
-        pool.release(c, ready.is_ok());
-        ready?;
-    }
-    // Clients wanting the same settings share one map, so a connection fitted to one of
-    // them is known to fit the others without comparing settings.
-    state.wanted = Settings::from_shared(pool.intern_settings(state.wanted.shared()));
     state.startup_wanted = state.wanted.clone();
     // Boxed: it lives as long as the session, and inline it would be stored twice in the
     // session's state (as this function's result and as the session's own).
