@@ -12,7 +12,7 @@
 //! Waiters keep no timer of their own: one watchdog per pool ([`Slots::watch`]) expires those
 //! past their wait limit and hands held connections to those held back long enough. With 50
 //! clients over 20 connections nearly every checkout waits, and registering and cancelling a
-//! timer each time was about a tenth of the pooler's instructions.
+//! timer each time took about 6% of the pooler's instructions, plus the timer wheel's upkeep.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
