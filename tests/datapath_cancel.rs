@@ -192,3 +192,72 @@ fn rand_i32() -> i32 {
         .subsec_nanos();
     (nanos as i32) | 0x4000_0000
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_still_queued_for_a_connection_can_be_cancelled() {
+    // One server connection, held by an open transaction: the waiter's query queues.
+    let env = Env::start(&["tenant_a"], pool(1)).await;
+    let holder = env.connect(env.tenant(0)).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = env.connect(env.tenant(0)).await;
+    let token = waiter.cancel_token();
+    let started = Instant::now();
+    let query = waiter.simple_query("SELECT 'never ran' /* queued */");
+    tokio::pin!(query);
+    // A cancel that comes before the query is queued is ignored (there is nothing to cancel
+    // yet), so one is sent every 50 ms until the query gives up.
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            tokio::select! {
+                r = &mut query => break r,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    token.cancel_query(NoTls).await.expect("send the cancel");
+                }
+            }
+        }
+    })
+    .await
+    .expect("the queued query returns once cancelled, long before WaitTimeoutSecs (60 s)");
+    let e = result.expect_err("the queued query was cancelled");
+    assert_eq!(db_error(&e).0, "57014", "{e}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The holder's transaction is untouched, and the waiter's session goes on once the
+    // connection is free.
+    let v: i32 = holder.query_one("SELECT 40 + 2", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let rows = waiter
+        .simple_query("SELECT 'ran' /* after */")
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().any(|m| matches!(m,
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("ran"))),
+        "the waiter's next query runs"
+    );
+    // The extended protocol too: a whole Parse/Bind/Execute/Sync batch is refused as one.
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let query = waiter.query_one("SELECT $1::int + 1 /* queued extended */", &[&1i32]);
+    tokio::pin!(query);
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            tokio::select! {
+                r = &mut query => break r,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    token.cancel_query(NoTls).await.expect("send the cancel");
+                }
+            }
+        }
+    })
+    .await
+    .expect("the queued extended query returns once cancelled");
+    let e = result.expect_err("the queued extended query was cancelled");
+    assert_eq!(db_error(&e).0, "57014", "{e}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let v: i32 = waiter
+        .query_one("SELECT $1::int + 1", &[&41i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 42);
+}

@@ -8,6 +8,9 @@
 //! runs then. Through a transaction pooler that would be another client's query. The server
 //! closes the cancel connection once both signals are sent, so its end is the moment the
 //! connection is safe to reuse.
+//!
+//! A client still queued for a server connection can be cancelled too: its request never
+//! reached a server, so the session answers it as PostgreSQL answers a cancelled statement.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,12 +41,18 @@ pub struct ServerKey {
 pub struct CancelCell {
     state: Mutex<Target>,
     settled: Notify,
+    /// Wakes a session queued for a connection when its client cancels.
+    dequeue: Notify,
 }
 
 #[derive(Default)]
 struct Target {
     key: Option<ServerKey>,
     in_flight: u32,
+    /// The client waits for a server connection with a whole request that can be refused.
+    queued: bool,
+    /// A cancel arrived while `queued`.
+    cancelled: bool,
 }
 
 pub type CancelSlot = Arc<CancelCell>;
@@ -83,11 +92,46 @@ impl CancelCell {
         tokio::time::timeout(limit, wait).await.is_ok()
     }
 
-    /// A cancel starts: the key to send it to, counted in flight; None when the client has no
-    /// server connection.
+    /// The session queues for a server connection with a request it can refuse whole; a
+    /// cancel meanwhile resolves [`CancelCell::cancelled_while_queued`].
+    pub fn queue(&self) {
+        let mut st = self.state();
+        st.queued = true;
+        st.cancelled = false;
+    }
+
+    /// The session left the queue; returns whether a cancel arrived while it was there.
+    pub fn unqueue(&self) -> bool {
+        let mut st = self.state();
+        st.queued = false;
+        std::mem::take(&mut st.cancelled)
+    }
+
+    /// Resolves once the client cancels while queued (see [`CancelCell::queue`]).
+    pub async fn cancelled_while_queued(&self) {
+        loop {
+            let notified = self.dequeue.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state().cancelled {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A cancel arrives: the key to send it to, counted in flight. None when the client has
+    /// no server connection; a client queued for one is told to give up instead.
     fn begin(&self) -> Option<ServerKey> {
         let mut st = self.state();
-        let key = st.key?;
+        let Some(key) = st.key else {
+            if st.queued {
+                st.cancelled = true;
+                drop(st);
+                self.dequeue.notify_waiters();
+            }
+            return None;
+        };
         st.in_flight += 1;
         Some(key)
     }
@@ -200,6 +244,24 @@ mod tests {
             pid: 7,
             secret: 9,
         }
+    }
+
+    #[tokio::test]
+    async fn a_cancel_while_queued_reaches_the_queued_session_only() {
+        let cell = CancelSlot::default();
+        assert!(cell.begin().is_none());
+        cell.queue();
+        assert!(!cell.unqueue(), "a cancel before queueing is not kept");
+        cell.queue();
+        let waiter = tokio::spawn({
+            let cell = cell.clone();
+            async move { cell.cancelled_while_queued().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(cell.begin().is_none(), "nothing is sent to a server");
+        waiter.await.expect("the queued session hears the cancel");
+        assert!(cell.unqueue());
+        assert!(!cell.unqueue(), "heard once");
     }
 
     #[tokio::test]

@@ -361,12 +361,30 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     shared.metrics.transaction();
                     c
                 }
-                // Boxed: a waiting checkout's state is kilobytes, and inline it would be part
-                // of every client's task for the whole session, idle or not.
-                None => tokio::select! {
-                    c = Box::pin(timed_checkout(pool, &st.schema, &shared.metrics)) => c?,
-                    _ = me.signaled(signal::KILLED) => return say_killed(s).await,
-                },
+                None => {
+                    // A whole request can be refused if its client cancels it in the queue.
+                    let whole = super::local::whole_request(&bufs.input, st.max_message)?;
+                    if whole.is_some() {
+                        cancel_slot.queue();
+                    }
+                    // Boxed: a waiting checkout's state is kilobytes, and inline it would be
+                    // part of every client's task for the whole session, idle or not.
+                    let got = tokio::select! {
+                        c = Box::pin(timed_checkout(pool, &st.schema, &shared.metrics)) => Some(c),
+                        _ = me.signaled(signal::KILLED) => return say_killed(s).await,
+                        () = cancel_slot.cancelled_while_queued(), if whole.is_some() => None,
+                    };
+                    cancel_slot.unqueue();
+                    let Some(c) = got else {
+                        // Leaving the queue dropped the checkout; nothing reached a server.
+                        if let Some(len) = whole {
+                            super::local::refuse_cancelled(&mut bufs.input, len, &mut bufs.output);
+                        }
+                        me.set_phase(Phase::Idle);
+                        continue;
+                    };
+                    c?
+                }
             },
             Admission::Killed => return say_killed(s).await,
             Admission::Shutdown => return Err(ClientError::Shutdown),

@@ -3,14 +3,51 @@
 //! ParseComplete and ReadyForQuery at once; the statements are prepared lazily on whichever
 //! connection first executes them. Besides saving a checkout, this keeps a single-threaded
 //! client that prepares synchronously (pgbench -M prepared) from waiting on a server
-//! connection its own other session holds.
+//! connection its own other session holds. A request whose client cancelled it while it was
+//! still queued for a connection is answered here too.
 
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::state::ClientState;
 use super::stmts;
 use crate::proto::frame::header;
-use crate::proto::{ProtoError, frontend, sql};
+use crate::proto::{ProtoError, backend, frontend, sql};
+
+/// Where a request ends: the message after which the server would answer ReadyForQuery.
+fn ends_request(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'S' | b'F')
+}
+
+/// Bytes of the whole request at the front of `input` (every message through the first
+/// Query, Sync or FunctionCall), or None while it is not all there.
+pub fn whole_request(input: &[u8], max_message: usize) -> Result<Option<usize>, ProtoError> {
+    let mut pos = 0;
+    while let Some(h) = header(&input[pos..], max_message)? {
+        if input.len() - pos < h.frame_len {
+            break;
+        }
+        pos += h.frame_len;
+        if ends_request(h.tag) {
+            return Ok(Some(pos));
+        }
+    }
+    Ok(None)
+}
+
+/// Answers the whole request at the front of `input` (see [`whole_request`]) as PostgreSQL
+/// answers a statement cancelled before it ran: an error, then ReadyForQuery outside any
+/// transaction (a client queued for a connection holds none). Nothing of it reached a
+/// server, so no session state changes.
+pub fn refuse_cancelled(input: &mut BytesMut, len: usize, output: &mut BytesMut) {
+    input.advance(len);
+    backend::error(
+        output,
+        "ERROR",
+        "57014",
+        "canceling statement due to user request",
+    );
+    output.put_slice(b"Z\0\0\0\x05I");
+}
 
 /// Answers one complete `Parse+ Sync` batch at the front of `input`; returns whether it did.
 pub fn answer_prepare_batch(
@@ -92,6 +129,31 @@ mod tests {
         assert_eq!(&out[..], b"1\0\0\0\x04Z\0\0\0\x05I");
         assert!(st.stmts.contains_key(&b"s1"[..]));
         assert_eq!(input[0], b'Q', "the rest stays for the server");
+    }
+
+    #[test]
+    fn a_cancelled_request_is_answered_whole_and_the_next_one_stays() {
+        let request = [
+            frame(b'P', b"\0select 1\0\0\0"),
+            frame(b'B', b"\0\0\0\0\0\0\0\0"),
+            frame(b'E', b"\0\0\0\0\0"),
+            frame(b'S', b""),
+        ]
+        .concat();
+        let next = frame(b'Q', b"select 2\0");
+        let all = [request.clone(), next.clone()].concat();
+        assert_eq!(
+            whole_request(&request[..request.len() - 1], 1 << 20),
+            Ok(None)
+        );
+        assert_eq!(whole_request(&all, 1 << 20), Ok(Some(request.len())));
+        let mut input = BytesMut::from(&all[..]);
+        let mut out = BytesMut::new();
+        refuse_cancelled(&mut input, request.len(), &mut out);
+        assert_eq!(&input[..], &next[..]);
+        assert_eq!(out[0], b'E');
+        assert!(out.windows(5).any(|w| w == b"57014"));
+        assert!(out.ends_with(b"Z\0\0\0\x05I"));
     }
 
     #[test]
