@@ -14,7 +14,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::task::Poll;
+
+use futures::task::AtomicWaker;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -41,18 +44,19 @@ pub struct ServerKey {
 pub struct CancelCell {
     state: Mutex<Target>,
     settled: Notify,
-    /// Wakes a session queued for a connection when its client cancels.
-    dequeue: Notify,
+    /// The client waits for a server connection with a whole request that can be refused.
+    /// Atomics and a waker rather than the lock: nearly every checkout may queue under load.
+    queued: AtomicBool,
+    /// A cancel arrived while `queued`.
+    cancelled: AtomicBool,
+    /// Wakes the queued session when its client cancels.
+    dequeue: AtomicWaker,
 }
 
 #[derive(Default)]
 struct Target {
     key: Option<ServerKey>,
     in_flight: u32,
-    /// The client waits for a server connection with a whole request that can be refused.
-    queued: bool,
-    /// A cancel arrived while `queued`.
-    cancelled: bool,
 }
 
 pub type CancelSlot = Arc<CancelCell>;
@@ -95,29 +99,31 @@ impl CancelCell {
     /// The session queues for a server connection with a request it can refuse whole; a
     /// cancel meanwhile resolves [`CancelCell::cancelled_while_queued`].
     pub fn queue(&self) {
-        let mut st = self.state();
-        st.queued = true;
-        st.cancelled = false;
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.queued.store(true, Ordering::Release);
     }
 
     /// The session left the queue; returns whether a cancel arrived while it was there.
     pub fn unqueue(&self) -> bool {
-        let mut st = self.state();
-        st.queued = false;
-        std::mem::take(&mut st.cancelled)
+        self.queued.store(false, Ordering::Release);
+        self.cancelled.swap(false, Ordering::AcqRel)
     }
 
-    /// Resolves once the client cancels while queued (see [`CancelCell::queue`]).
-    pub async fn cancelled_while_queued(&self) {
-        loop {
-            let notified = self.dequeue.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.state().cancelled {
-                return;
+    /// Resolves once the client cancels while queued (see [`CancelCell::queue`]). Only the
+    /// client's own session may wait on it (one waker is kept).
+    pub fn cancelled_while_queued(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.cancelled.load(Ordering::Acquire) {
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            self.dequeue.register(cx.waker());
+            // Raised between the load and the registration: the wake went to the old waker.
+            if self.cancelled.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// A cancel arrives: the key to send it to, counted in flight. None when the client has
@@ -125,10 +131,9 @@ impl CancelCell {
     fn begin(&self) -> Option<ServerKey> {
         let mut st = self.state();
         let Some(key) = st.key else {
-            if st.queued {
-                st.cancelled = true;
-                drop(st);
-                self.dequeue.notify_waiters();
+            if self.queued.load(Ordering::Acquire) {
+                self.cancelled.store(true, Ordering::Release);
+                self.dequeue.wake();
             }
             return None;
         };
