@@ -15,15 +15,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::task::Poll;
 
-use futures::task::AtomicWaker;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
+
+use super::registry::{ClientEntry, signal};
 
 /// How long a forwarded cancel is followed, and so the longest a connection it targets is
 /// kept from reuse; past it the connection is closed rather than trusted. A server answers
@@ -45,12 +45,11 @@ pub struct CancelCell {
     state: Mutex<Target>,
     settled: Notify,
     /// The client waits for a server connection with a whole request that can be refused.
-    /// Atomics and a waker rather than the lock: nearly every checkout may queue under load.
+    /// An atomic rather than the lock: nearly every checkout may queue under load.
     queued: AtomicBool,
-    /// A cancel arrived while `queued`.
-    cancelled: AtomicBool,
-    /// Wakes the queued session when its client cancels.
-    dequeue: AtomicWaker,
+    /// The client's registry entry: a cancel while queued is raised there as
+    /// [`signal::CANCEL`], next to the other signals the session already waits on.
+    session: OnceLock<Arc<ClientEntry>>,
 }
 
 #[derive(Default)]
@@ -96,34 +95,20 @@ impl CancelCell {
         tokio::time::timeout(limit, wait).await.is_ok()
     }
 
+    /// Ties the cell to the client's registry entry, once the client is listed.
+    pub fn attach(&self, session: Arc<ClientEntry>) {
+        let _ = self.session.set(session);
+    }
+
     /// The session queues for a server connection with a request it can refuse whole; a
-    /// cancel meanwhile resolves [`CancelCell::cancelled_while_queued`].
+    /// cancel meanwhile raises [`signal::CANCEL`] on its entry.
     pub fn queue(&self) {
-        self.cancelled.store(false, Ordering::Relaxed);
         self.queued.store(true, Ordering::Release);
     }
 
-    /// The session left the queue; returns whether a cancel arrived while it was there.
-    pub fn unqueue(&self) -> bool {
+    /// The session left the queue.
+    pub fn unqueue(&self) {
         self.queued.store(false, Ordering::Release);
-        self.cancelled.swap(false, Ordering::AcqRel)
-    }
-
-    /// Resolves once the client cancels while queued (see [`CancelCell::queue`]). Only the
-    /// client's own session may wait on it (one waker is kept).
-    pub fn cancelled_while_queued(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.cancelled.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.dequeue.register(cx.waker());
-            // Raised between the load and the registration: the wake went to the old waker.
-            if self.cancelled.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
     }
 
     /// A cancel arrives: the key to send it to, counted in flight. None when the client has
@@ -131,9 +116,9 @@ impl CancelCell {
     fn begin(&self) -> Option<ServerKey> {
         let mut st = self.state();
         let Some(key) = st.key else {
-            if self.queued.load(Ordering::Acquire) {
-                self.cancelled.store(true, Ordering::Release);
-                self.dequeue.wake();
+            if let (true, Some(session)) = (self.queued.load(Ordering::Acquire), self.session.get())
+            {
+                session.raise(signal::CANCEL);
             }
             return None;
         };
@@ -241,6 +226,9 @@ impl CancelMap {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
+    use super::super::registry::ClientRegistry;
     use super::*;
 
     fn key() -> ServerKey {
@@ -253,20 +241,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_while_queued_reaches_the_queued_session_only() {
+        let clients = ClientRegistry::default();
+        let me = clients.register(key().addr, "mm", "a", "u", "h/d".into());
         let cell = CancelSlot::default();
+        cell.attach(me.entry.clone());
+        let raised = || me.entry.signaled(signal::CANCEL).now_or_never().is_some();
         assert!(cell.begin().is_none());
-        cell.queue();
-        assert!(!cell.unqueue(), "a cancel before queueing is not kept");
+        assert!(!raised(), "a cancel while not queued is ignored");
         cell.queue();
         let waiter = tokio::spawn({
-            let cell = cell.clone();
-            async move { cell.cancelled_while_queued().await }
+            let entry = me.entry.clone();
+            async move { entry.signaled(signal::CANCEL).await }
         });
         tokio::task::yield_now().await;
         assert!(cell.begin().is_none(), "nothing is sent to a server");
-        waiter.await.expect("the queued session hears the cancel");
-        assert!(cell.unqueue());
-        assert!(!cell.unqueue(), "heard once");
+        assert_eq!(
+            waiter.await.expect("waiter"),
+            signal::CANCEL,
+            "the queued session hears it"
+        );
+        cell.unqueue();
+        me.entry.clear(signal::CANCEL);
+        assert!(cell.begin().is_none());
+        assert!(!raised(), "a cancel after leaving the queue is ignored");
     }
 
     #[tokio::test]

@@ -90,6 +90,7 @@ pub async fn serve<S>(
         &login.id.user,
         login.pool.name(),
     );
+    cancel.slot.attach(me.entry.clone());
     // Sized for the usual welcome (a dozen ParameterStatus): one allocation, no regrowth.
     let mut out = BytesMut::with_capacity(1024);
     backend::auth_ok(&mut out);
@@ -369,12 +370,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     // Boxed: a waiting checkout's state is kilobytes, and inline it would be
                     // part of every client's task for the whole session, idle or not.
+                    let cancel = if whole.is_some() { signal::CANCEL } else { 0 };
                     let got = tokio::select! {
                         c = Box::pin(timed_checkout(pool, &st.schema, &shared.metrics)) => Some(c),
-                        _ = me.signaled(signal::KILLED) => return say_killed(s).await,
-                        () = cancel_slot.cancelled_while_queued(), if whole.is_some() => None,
+                        raised = me.signaled(signal::KILLED | cancel) => {
+                            if raised & signal::KILLED != 0 {
+                                return say_killed(s).await;
+                            }
+                            None
+                        }
                     };
-                    cancel_slot.unqueue();
+                    if whole.is_some() {
+                        cancel_slot.unqueue();
+                        // A cancel that came as the checkout succeeded is dropped: it raced
+                        // the query, as on a direct connection.
+                        me.clear(signal::CANCEL);
+                    }
                     let Some(c) = got else {
                         // Leaving the queue dropped the checkout; nothing reached a server.
                         if let Some(len) = whole {

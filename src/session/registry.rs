@@ -77,6 +77,9 @@ pub mod signal {
     /// The client may have been quiet past an idle limit: the session looks at its own clock
     /// and clears this.
     pub const TICK: u8 = 8;
+    /// The client cancelled the request it has queued for a server connection (see
+    /// `CancelCell::queue`); the session clears this.
+    pub const CANCEL: u8 = 16;
 }
 
 /// How long a client waits between transactions before its buffers are released.
