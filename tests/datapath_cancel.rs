@@ -193,20 +193,14 @@ fn rand_i32() -> i32 {
     (nanos as i32) | 0x4000_0000
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_still_queued_for_a_connection_can_be_cancelled() {
-    // One server connection, held by an open transaction: the waiter's query queues.
-    let env = Env::start(&["tenant_a"], pool(1)).await;
-    let holder = env.connect(env.tenant(0)).await;
-    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let waiter = env.connect(env.tenant(0)).await;
-    let token = waiter.cancel_token();
-    let started = Instant::now();
-    let query = waiter.simple_query("SELECT 'never ran' /* queued */");
+/// Runs `query`, cancelling it every 50 ms until it returns (at most 20 s). A cancel that
+/// comes before the query is queued is ignored, as there is nothing to cancel yet.
+async fn cancel_until_done<T>(
+    token: &tokio_postgres::CancelToken,
+    query: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
     tokio::pin!(query);
-    // A cancel that comes before the query is queued is ignored (there is nothing to cancel
-    // yet), so one is sent every 50 ms until the query gives up.
-    let result = tokio::time::timeout(Duration::from_secs(20), async {
+    tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             tokio::select! {
                 r = &mut query => break r,
@@ -216,6 +210,22 @@ async fn a_query_still_queued_for_a_connection_can_be_cancelled() {
             }
         }
     })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_still_queued_for_a_connection_can_be_cancelled() {
+    // One server connection, held by an open transaction: the waiter's query queues.
+    let env = Env::start(&["tenant_a"], pool(1)).await;
+    let holder = env.connect(env.tenant(0)).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = env.connect(env.tenant(0)).await;
+    let token = waiter.cancel_token();
+    let started = Instant::now();
+    let result = cancel_until_done(
+        &token,
+        waiter.simple_query("SELECT 'never ran' /* queued */"),
+    )
     .await
     .expect("the queued query returns once cancelled, long before WaitTimeoutSecs (60 s)");
     let e = result.expect_err("the queued query was cancelled");
@@ -235,20 +245,12 @@ async fn a_query_still_queued_for_a_connection_can_be_cancelled() {
             tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("ran"))),
         "the waiter's next query runs"
     );
-    // The extended protocol too: a whole Parse/Bind/Execute/Sync batch is refused as one.
+    // The extended protocol too: a whole Parse ... Sync batch is refused as one.
     holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let query = waiter.query_one("SELECT $1::int + 1 /* queued extended */", &[&1i32]);
-    tokio::pin!(query);
-    let result = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            tokio::select! {
-                r = &mut query => break r,
-                () = tokio::time::sleep(Duration::from_millis(50)) => {
-                    token.cancel_query(NoTls).await.expect("send the cancel");
-                }
-            }
-        }
-    })
+    let result = cancel_until_done(
+        &token,
+        waiter.query_one("SELECT $1::int + 1 /* queued extended */", &[&1i32]),
+    )
     .await
     .expect("the queued extended query returns once cancelled");
     let e = result.expect_err("the queued extended query was cancelled");
