@@ -400,15 +400,11 @@ impl DestPool {
     /// The shared map equal to `wanted` if a client already logged in with one, else `wanted`
     /// (remembered for the next client; a bounded number are kept).
     pub fn intern_settings(&self, wanted: &FittedSettings) -> FittedSettings {
-        const KEPT: usize = 16;
         let mut seen = self.settings_seen.lock().expect("settings lock");
         if let Some(same) = seen.iter().find(|s| **s == *wanted) {
             return same.clone();
         }
-        if seen.len() == KEPT {
-            seen.remove(0);
-        }
-        seen.push(wanted.clone());
+        keep_bounded(&mut seen, wanted.clone());
         wanted.clone()
     }
 
@@ -425,15 +421,10 @@ impl DestPool {
 
     /// Remembers the map built for a client that asked for `asked` (a bounded number are kept).
     pub fn remember_asked(&self, asked: BTreeMap<String, String>, map: FittedSettings) {
-        const KEPT: usize = 16;
         let mut seen = self.asked_seen.lock().expect("settings lock");
-        if seen.iter().any(|(a, _)| *a == asked) {
-            return;
+        if !seen.iter().any(|(a, _)| *a == asked) {
+            keep_bounded(&mut seen, (asked, map));
         }
-        if seen.len() == KEPT {
-            seen.remove(0);
-        }
-        seen.push((asked, map));
     }
 
     /// What a new client is told in ParameterStatus, as the destination server said it;
@@ -503,6 +494,16 @@ impl Drop for DestPool {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Adds `item` to a short list of remembered settings maps, forgetting the oldest once 16 are
+/// kept: clients of one pool rarely ask for more distinct settings than that.
+fn keep_bounded<T>(seen: &mut Vec<T>, item: T) {
+    const KEPT: usize = 16;
+    if seen.len() == KEPT {
+        seen.remove(0);
+    }
+    seen.push(item);
 }
 
 /// A CancelRequest for backend `pid` on its own connection (the server answers by closing it).

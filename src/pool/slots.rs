@@ -201,9 +201,7 @@ impl<C: Affine> Slots<C> {
         let id = st.next_id;
         st.next_id += 1;
         let since = Instant::now();
-        let deadline = since
-            .checked_add(limit.min(FOREVER))
-            .unwrap_or(since + FOREVER);
+        let deadline = since + limit.min(FOREVER);
         st.plan_watch(deadline);
         st.waiters.push_back(Waiter {
             id,

@@ -2,6 +2,7 @@
 //! their limit and hands connections held for their own schema to waiters held back
 //! [`HOLD_LIMIT`](super::HOLD_LIMIT) (see the parent module for why waiters keep no timer of their own).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{Affine, Grant, Slots};
@@ -38,15 +39,10 @@ impl<C: Affine> Slots<C> {
             return None;
         }
         // Dropping a waiter's sender tells it it timed out (the pool is not closed).
-        let mut expired = Vec::new();
-        let mut at = 0;
-        while at < st.waiters.len() {
-            if st.waiters[at].deadline <= now {
-                expired.extend(st.waiters.remove(at));
-            } else {
-                at += 1;
-            }
-        }
+        let (expired, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.waiters)
+            .into_iter()
+            .partition(|w| w.deadline <= now);
+        st.waiters = waiting;
         // What is idle while checkouts wait is held for its own schema; a waiter held back
         // long enough takes it, idle longest first (least likely wanted back by its schema).
         while !st.idle.is_empty() {
