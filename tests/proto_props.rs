@@ -97,7 +97,8 @@ proptest! {
             return Err(TestCaseError::fail(format!("not a startup: {parsed:?}")));
         };
         // An empty value is how the list ends on the wire only for keys; values may be empty.
-        let got: BTreeMap<String, String> = got.into_iter().collect();
+        let got: BTreeMap<String, String> =
+            got.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         prop_assert_eq!(got, params);
     }
 
@@ -245,6 +246,7 @@ proptest! {
             0..8
         )
     ) {
+        let params = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         if let Ok(id) = tenant::identify(&params) {
             prop_assert!(!id.user.is_empty() && !id.database.is_empty() && !id.schema.is_empty());
         }

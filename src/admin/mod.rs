@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::config::Config;
+use crate::proto::startup::StartupParams;
 
 pub use session::serve;
 
@@ -54,12 +55,9 @@ impl Admin {
     /// True when a StartupMessage asks for the console: its database is the admin database
     /// and the console has users (no users means it is off and the name is an ordinary tenant
     /// database).
-    pub fn is_console(&self, params: &[(String, String)]) -> bool {
+    pub fn is_console(&self, params: &StartupParams) -> bool {
         let cfg = self.config();
-        !cfg.admin.users.is_empty()
-            && params
-                .iter()
-                .any(|(k, v)| k == "database" && *v == cfg.admin.database)
+        !cfg.admin.users.is_empty() && params.get("database") == Some(cfg.admin.database.as_str())
     }
 }
 

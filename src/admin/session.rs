@@ -12,6 +12,7 @@ use super::command::{parse, statements};
 use super::resultset::{command_complete, empty_query, write_table};
 use crate::error::ClientError;
 use crate::proto::frame::header;
+use crate::proto::startup::StartupParams;
 use crate::proto::{backend, frontend};
 use crate::session::client::fatal;
 use crate::session::forward::ClientBufs;
@@ -27,7 +28,7 @@ const MAX_ADMIN_MESSAGE: usize = 1 << 20;
 pub async fn serve<S>(
     mut s: S,
     mut bufs: ClientBufs,
-    params: Vec<(String, String)>,
+    params: StartupParams,
     peer: SocketAddr,
     shared: SharedRef,
     deadline: tokio::time::Instant,
@@ -81,14 +82,14 @@ pub async fn serve<S>(
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     bufs: &mut ClientBufs,
-    params: &[(String, String)],
+    params: &StartupParams,
     shared: &Shared,
     peer: SocketAddr,
 ) -> Result<Option<String>, ClientError> {
     let user = params
-        .iter()
-        .find(|(k, v)| k == "user" && !v.is_empty())
-        .map(|(_, v)| v.clone())
+        .get("user")
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
         .ok_or(TenantError::NoUser)?;
     if shared.shutdown.is_cancelled() {
         return Err(ClientError::Shutdown);

@@ -1,7 +1,7 @@
 //! The tenant directory: `perseus_auth` rows by (source_db, source_schema), cached with a TTL so
 //! an auth-DB outage does not lock out tenants already seen.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,8 @@ pub enum DirectoryError {
 const QUERY: &str = "SELECT source_user, source_pass_hashed, dest_host, dest_db, dest_user, \
                      dest_pass_enc FROM perseus_auth WHERE source_db = $1 AND source_schema = $2";
 
-/// (source_db, source_schema).
-type TenantKey = (String, String);
+/// (source_db, source_schema), shared with the login that asked.
+type TenantKey = (Arc<str>, Arc<str>);
 
 pub struct Directory {
     metrics: Arc<Metrics>,
@@ -56,7 +56,7 @@ impl Directory {
         }
     }
 
-    fn cached(&self, key: &(String, String)) -> Option<(Arc<TenantRow>, Instant)> {
+    fn cached(&self, key: &TenantKey) -> Option<(Arc<TenantRow>, Instant)> {
         self.cache
             .lock()
             .expect("directory cache")
@@ -65,8 +65,12 @@ impl Directory {
     }
 
     /// Looks a tenant up: a fresh cached row, else the auth DB, else (when that fails) a stale row.
-    pub async fn lookup(&self, db: &str, schema: &str) -> Result<Arc<TenantRow>, DirectoryError> {
-        let key = (db.to_owned(), schema.to_owned());
+    pub async fn lookup(
+        &self,
+        db: &Arc<str>,
+        schema: &Arc<str>,
+    ) -> Result<Arc<TenantRow>, DirectoryError> {
+        let key = (db.clone(), schema.clone());
         let cached = self.cached(&key);
         if let Some((row, at)) = &cached
             && at.elapsed() < self.ttl

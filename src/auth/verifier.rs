@@ -1,7 +1,7 @@
 //! Password verification off the async reactor, with bounded concurrency and a cache of
 //! successful verifications so reconnect storms cost no scrypt work.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};

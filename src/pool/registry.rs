@@ -1,7 +1,7 @@
 //! The pool registry: destination key to pool, with the destination password decrypted once
 //! and the pools retuned when the configuration changes.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 
 use super::dest_pool::DestPool;

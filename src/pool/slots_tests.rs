@@ -26,7 +26,7 @@ fn slots(max_open: usize, max_idle: usize) -> Slots<Dummy> {
 
 /// Opens a connection in a free slot, as a checkout would.
 fn open(s: &Slots<Dummy>, id: u32, schema: &str) -> Box<Dummy> {
-    match s.take(schema, LONG) {
+    match s.take(&schema.into(), LONG) {
         Ok(Take::Open(r)) => r.fill(),
         _ => panic!("expected a free slot for connection {id}"),
     }
@@ -37,14 +37,14 @@ fn open(s: &Slots<Dummy>, id: u32, schema: &str) -> Box<Dummy> {
 }
 
 fn idle(s: &Slots<Dummy>, schema: &str) -> Box<Dummy> {
-    match s.take(schema, LONG) {
+    match s.take(&schema.into(), LONG) {
         Ok(Take::Idle(c)) => c,
         _ => panic!("expected an idle connection for {schema}"),
     }
 }
 
 fn queue<'a>(s: &'a Slots<Dummy>, schema: &str) -> Waiting<'a, Dummy> {
-    match s.take(schema, LONG) {
+    match s.take(&schema.into(), LONG) {
         Ok(Take::Wait(w)) => w,
         _ => panic!("expected to wait for {schema}"),
     }
@@ -81,7 +81,7 @@ async fn watched<'a>(
 
 /// Whether a checkout on `schema` that finds nothing free times out after a short limit.
 async fn times_out(s: &Slots<Dummy>, schema: &str) -> bool {
-    match s.take(schema, NOW) {
+    match s.take(&schema.into(), NOW) {
         Ok(Take::Wait(w)) => matches!(watched(s, w).await, Err(WaitError::Timeout)),
         _ => panic!("expected to wait for {schema}"),
     }
@@ -110,7 +110,7 @@ async fn a_checkout_prefers_an_idle_connection_on_its_schema_most_recent_first()
     // None on "c": the least recently used of the rest (its tenant has been away longest).
     assert_eq!(idle(&s, "c").id, 2);
     assert_eq!(idle(&s, "c").id, 4);
-    assert!(matches!(s.take("c", LONG), Ok(Take::Open(_))));
+    assert!(matches!(s.take(&"c".into(), LONG), Ok(Take::Open(_))));
 }
 
 #[tokio::test]
@@ -273,7 +273,7 @@ async fn growing_absorbs_the_surplus_before_adding_slots() {
     for id in 4..7 {
         open(&s, id, "a");
     }
-    assert!(matches!(s.take("a", LONG), Ok(Take::Wait(_))));
+    assert!(matches!(s.take(&"a".into(), LONG), Ok(Take::Wait(_))));
 }
 
 #[tokio::test]
@@ -308,7 +308,7 @@ async fn closing_wakes_waiters_and_closes_what_comes_back() {
         s.close();
     });
     assert!(matches!(woken, Err(WaitError::Closed)));
-    assert_eq!(s.take("a", LONG).err(), Some(Closed));
+    assert_eq!(s.take(&"a".into(), LONG).err(), Some(Closed));
     s.give_back(held);
     assert_eq!(counts(&s), (0, 0, 0));
 }
@@ -326,7 +326,7 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
     let clients = (0..40).map(|i| {
         let s = s.clone();
         tokio::spawn(async move {
-            let schema = format!("t{}", i % 10);
+            let schema: Arc<str> = format!("t{}", i % 10).into();
             let mut switched = 0;
             for _ in 0..rounds {
                 let mut conn = match s.take(&schema, LONG).expect("pool open") {
@@ -351,7 +351,7 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
                 };
                 if conn.schema.as_deref() != Some(&schema) {
                     switched += 1;
-                    conn.schema = Some(schema.clone());
+                    conn.schema = Some(schema.to_string());
                 }
                 // A transaction, then the client's next one arrives.
                 tokio::task::yield_now().await;
@@ -416,7 +416,7 @@ async fn a_returned_connection_is_held_for_its_schema_then_rescued_by_a_waiter()
     s.give_back(a);
     assert_eq!(counts(&s), (2, 1, 1), "held idle for 'a' while 'c' waits");
     // A newcomer on yet another schema queues behind the waiter instead of taking it...
-    assert!(matches!(s.take("x", LONG), Ok(Take::Wait(_))));
+    assert!(matches!(s.take(&"x".into(), LONG), Ok(Take::Wait(_))));
     // ...while a client of 'a' takes it at once.
     let a = idle(&s, "a");
     s.give_back(a);

@@ -14,7 +14,82 @@ pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
     Cancel { pid: i32, secret: i32 },
-    Startup { params: Vec<(String, String)> },
+    Startup { params: StartupParams },
+}
+
+/// The name/value pairs of a StartupMessage, sorted by name, the last of a repeated name
+/// winning (as the server applies them in order). One string holds all their text: every
+/// login passes through here, and a copy of each name and value was two allocations a pair.
+#[derive(Debug, Clone, Default)]
+pub struct StartupParams {
+    text: String,
+    /// Byte ranges in `text` of each name and its value, sorted by name.
+    pairs: Vec<(Span, Span)>,
+}
+
+type Span = (u32, u32);
+
+impl StartupParams {
+    /// The value of `name`, if the client sent it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let at = self
+            .pairs
+            .binary_search_by(|(n, _)| self.at(*n).cmp(name))
+            .ok()?;
+        Some(self.at(self.pairs[at].1))
+    }
+
+    /// The pairs, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.pairs.iter().map(|(n, v)| (self.at(*n), self.at(*v)))
+    }
+
+    fn at(&self, (start, end): Span) -> &str {
+        &self.text[start as usize..end as usize]
+    }
+
+    /// Sorts by name, keeping the last of each repeated name.
+    fn settle(mut self) -> Self {
+        // Stable sort of the reversed list: the last occurrence of a name comes first, and
+        // dedup keeps the first of each run.
+        self.pairs.reverse();
+        let text = &self.text;
+        let name = |(s, e): Span| &text[s as usize..e as usize];
+        self.pairs.sort_by(|a, b| name(a.0).cmp(name(b.0)));
+        self.pairs
+            .dedup_by(|later, kept| name(later.0) == name(kept.0));
+        self
+    }
+}
+
+/// Equal when the pairs are, however the text is laid out.
+impl PartialEq for StartupParams {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs.len() == other.pairs.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for StartupParams {}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for StartupParams {
+    /// Pairs in the order a client would send them (a later repeat wins).
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut p = StartupParams::default();
+        for (name, value) in pairs {
+            let n = p.push(name);
+            let v = p.push(value);
+            p.pairs.push((n, v));
+        }
+        p.settle()
+    }
+}
+
+impl StartupParams {
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.text.len() as u32;
+        self.text.push_str(s);
+        (start, self.text.len() as u32)
+    }
 }
 
 /// Length of the packet at the start of `buf` once it is all there, checked against the limit.
@@ -65,37 +140,36 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, ProtoError> {
     }
 }
 
-/// The name/value pairs of a StartupMessage, sorted by name, the last of a repeated name
-/// winning (as the server applies them in order). Parsed here rather than through a general
-/// message decoder: every login passes through it, and the decoder copied the packet and
-/// built a map only for it to be turned into this list.
-fn parameters(mut body: &[u8]) -> Result<Vec<(String, String)>, ProtoError> {
-    let mut params = Vec::with_capacity(8);
+/// The parameter list of a StartupMessage (see [`StartupParams`]). Parsed here rather than
+/// through a general message decoder, which copied the packet and built a map only for it to
+/// be turned into a list.
+fn parameters(body: &[u8]) -> Result<StartupParams, ProtoError> {
+    // The packet is at most MAX_STARTUP_LEN bytes, so its offsets fit a u32.
+    let text =
+        std::str::from_utf8(body).map_err(|_| ProtoError::BadStartup("undecodable parameters"))?;
+    let mut pairs = Vec::with_capacity(8);
+    let mut rest = text;
     loop {
-        let (name, rest) = cstring(body)?;
-        if name.is_empty() {
+        let (name, after) = cstring(text, rest)?;
+        if name.0 == name.1 {
             break;
         }
-        let (value, rest) = cstring(rest)?;
-        params.push((name.to_owned(), value.to_owned()));
-        body = rest;
+        let (value, after) = cstring(text, after)?;
+        pairs.push((name, value));
+        rest = after;
     }
-    // Stable sort of the reversed list: the last occurrence of a name comes first, and
-    // dedup keeps the first of each run.
-    params.reverse();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    params.dedup_by(|later, kept| later.0 == kept.0);
-    Ok(params)
+    Ok(StartupParams {
+        text: text.to_owned(),
+        pairs,
+    }
+    .settle())
 }
 
-fn cstring(b: &[u8]) -> Result<(&str, &[u8]), ProtoError> {
-    let end = b
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(ProtoError::BadStartup("truncated"))?;
-    let s = std::str::from_utf8(&b[..end])
-        .map_err(|_| ProtoError::BadStartup("undecodable parameters"))?;
-    Ok((s, &b[end + 1..]))
+/// The NUL-terminated string at the start of `rest` (a suffix of `text`), as a span of `text`.
+fn cstring<'a>(text: &str, rest: &'a str) -> Result<(Span, &'a str), ProtoError> {
+    let end = rest.find('\0').ok_or(ProtoError::BadStartup("truncated"))?;
+    let start = (text.len() - rest.len()) as u32;
+    Ok(((start, start + end as u32), &rest[end + 1..]))
 }
 
 #[cfg(test)]
@@ -126,22 +200,23 @@ mod tests {
         let StartupPacket::Startup { params } = parse(&p).unwrap() else {
             panic!("not a startup")
         };
-        assert!(params.contains(&("user".into(), "bob".into())));
-        assert!(params.contains(&("database".into(), "db".into())));
+        assert_eq!(params.get("user"), Some("bob"));
+        assert_eq!(params.get("database"), Some("db"));
+        assert_eq!(params.get("options"), None);
     }
 
     #[test]
     fn repeated_names_keep_the_last_value_and_the_list_is_sorted() {
         let p = packet(196_608, b"user\0a\0database\0db\0user\0b\0\0");
-        assert_eq!(
-            parse(&p),
-            Ok(StartupPacket::Startup {
-                params: vec![
-                    ("database".into(), "db".into()),
-                    ("user".into(), "b".into())
-                ]
-            })
-        );
+        let StartupPacket::Startup { params } = parse(&p).unwrap() else {
+            panic!("not a startup")
+        };
+        let pairs: Vec<_> = params.iter().collect();
+        assert_eq!(pairs, [("database", "db"), ("user", "b")]);
+        let built: StartupParams = [("user", "a"), ("database", "db"), ("user", "b")]
+            .into_iter()
+            .collect();
+        assert_eq!(built, params);
     }
 
     #[test]

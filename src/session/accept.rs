@@ -130,6 +130,7 @@ async fn accept_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::startup::StartupParams;
 
     /// Size of the future an async fn of three arguments returns, without calling it.
     fn future_size<A, B, C, F: Future>(_: impl Fn(A, B, C) -> F) -> usize {
@@ -154,7 +155,7 @@ mod tests {
     #[test]
     fn the_tls_path_is_not_inline() {
         fn serve_size<S, F: Future>(
-            _: impl Fn(S, ClientBufs, Vec<(String, String)>, SocketAddr, SharedRef, Instant) -> F,
+            _: impl Fn(S, ClientBufs, StartupParams, SocketAddr, SharedRef, Instant) -> F,
         ) -> usize {
             std::mem::size_of::<F>()
         }

@@ -12,7 +12,7 @@
 //! A client still queued for a server connection can be cancelled too: its request never
 //! reached a server, so the session answers it as PostgreSQL answers a cancelled statement.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -242,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_while_queued_reaches_the_queued_session_only() {
         let clients = ClientRegistry::default();
-        let me = clients.register(key().addr, "mm", "a", "u", "h/d".into());
+        let me = clients.register(key().addr, "mm", "a", "u", "h/d");
         let cell = CancelSlot::default();
         cell.attach(me.entry.clone());
         let raised = || me.entry.signaled(signal::CANCEL).now_or_never().is_some();

@@ -21,6 +21,7 @@ use crate::error::ClientError;
 use crate::metrics::AuthResult;
 use crate::pool::{DestKey, DestPool, PooledConn};
 use crate::proto::backend;
+use crate::proto::startup::StartupParams;
 
 /// A logged-in client, ready for its first query.
 struct Login<'a> {
@@ -45,7 +46,7 @@ fn canonical(name: &str) -> &str {
 pub async fn serve<S>(
     mut s: S,
     mut bufs: ClientBufs,
-    params: Vec<(String, String)>,
+    params: StartupParams,
     peer: SocketAddr,
     shared: SharedRef,
     deadline: tokio::time::Instant,
@@ -85,10 +86,10 @@ pub async fn serve<S>(
     let cancel = shared.cancel.register();
     let me = shared.clients.register(
         peer,
-        &login.id.database,
-        &login.id.schema,
-        &login.id.user,
-        login.pool.name(),
+        login.id.database.clone(),
+        login.id.schema.clone(),
+        login.id.user.clone(),
+        login.pool.name().clone(),
     );
     cancel.slot.attach(me.entry.clone());
     // Sized for the usual welcome (a dozen ParameterStatus): one allocation, no regrowth.
@@ -138,7 +139,7 @@ pub async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &ClientError) {
 async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     bufs: &mut ClientBufs,
-    params: Vec<(String, String)>,
+    params: StartupParams,
     shared: &'a Shared,
     peer: SocketAddr,
 ) -> Result<Option<Box<Login<'a>>>, ClientError> {
@@ -155,7 +156,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     let Some(password) = read_password(s, &mut bufs.input).await? else {
         return Ok(None);
     };
-    let failed = || ClientError::AuthFailed(id.user.clone());
+    let failed = || ClientError::AuthFailed(id.user.to_string());
     let row = match shared.directory.lookup(&id.database, &id.schema).await {
         Ok(row) => row,
         Err(DirectoryError::NotFound) => {
@@ -170,7 +171,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
             return Err(ClientError::DirectoryUnavailable);
         }
     };
-    if row.source_user != id.user {
+    if *row.source_user != *id.user {
         tracing::info!(%peer, db = %id.database, schema = %id.schema, user = %id.user,
             "auth failed: user does not match source_user");
         shared.metrics.auth_result(AuthResult::UserMismatch);
@@ -224,7 +225,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
             let mut conn = if quick {
                 None
             } else {
-                Some(pool.checkout(&id.schema).await?)
+                Some(pool.checkout(&state.schema).await.0?)
             };
             for (k, v) in pool.startup_params() {
                 if REPORTED_SETTABLE.contains(&k.as_str()) {
@@ -368,11 +369,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if whole.is_some() {
                         cancel_slot.queue();
                     }
-                    // Boxed: a waiting checkout's state is kilobytes, and inline it would be
-                    // part of every client's task for the whole session, idle or not.
+                    // Inline, not boxed: the pool boxes the large part (opening a connection)
+                    // itself, so waiting costs this task no allocation.
                     let cancel = if whole.is_some() { signal::CANCEL } else { 0 };
                     let got = tokio::select! {
-                        c = Box::pin(timed_checkout(pool, &st.schema, &shared.metrics)) => Some(c),
+                        c = timed_checkout(pool, &st.schema, &shared.metrics) => Some(c),
                         raised = me.signaled(signal::KILLED | cancel) => {
                             if raised & signal::KILLED != 0 {
                                 return say_killed(s).await;
@@ -488,16 +489,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// A checkout, counted as a transaction, with the wait measured for the histogram.
+/// A checkout, counted as a transaction, with its wait in the histogram.
 async fn timed_checkout(
     pool: &DestPool,
-    schema: &str,
+    schema: &Arc<str>,
     metrics: &crate::metrics::Metrics,
 ) -> Result<PooledConn, crate::pool::CheckoutError> {
     let _waiting = metrics.waiting_for_server();
-    let started = Instant::now();
-    let conn = pool.checkout(schema).await;
-    metrics.checkout_wait(started.elapsed());
+    let (conn, waited) = pool.checkout(schema).await;
+    metrics.checkout_wait(waited);
     if conn.is_ok() {
         metrics.transaction();
     }

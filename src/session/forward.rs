@@ -125,7 +125,8 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Outcome {
     let mut pin_seen = st.pinned.is_some();
     let watch_idle = !limits.between.is_zero() || !limits.in_transaction.is_zero();
-    let mut last_client = std::time::Instant::now();
+    // Read from the clock only when an idle limit is set: a transaction's clock reads add up.
+    let mut last_client = watch_idle.then(std::time::Instant::now);
     // Made only when a client first keeps the connection waiting: most checkouts never do.
     let mut idle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
@@ -244,7 +245,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                             client_chunk = READ_CHUNK;
                         }
                         if watch_idle {
-                            last_client = std::time::Instant::now();
+                            last_client = Some(std::time::Instant::now());
                         }
                         match scan_client(input, client_out!(), t, st, view!()) {
                             Ok(ClientScan::Continue) => {}
@@ -268,7 +269,8 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                         (limits.in_transaction, IdleEnd::InTransaction)
                     };
                     if !limit.is_zero() {
-                        let deadline = tokio::time::Instant::from_std(last_client + limit);
+                        let last = last_client.unwrap_or_else(std::time::Instant::now);
+                        let deadline = tokio::time::Instant::from_std(last + limit);
                         let timer = idle_timer
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                         if timer.deadline() != deadline {

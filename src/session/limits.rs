@@ -1,16 +1,20 @@
 //! Client connection caps: a global one and one per tenant, released when the session ends.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub struct ClientLimits {
     pub max_total: usize,
     pub max_per_tenant: usize,
     total: AtomicUsize,
-    per_tenant: Mutex<HashMap<(String, String), usize>>,
+    /// Keyed by the login's own shared names: entering copies no string.
+    per_tenant: Mutex<HashMap<TenantKey, usize>>,
 }
+
+/// (database, schema), shared with the client's login.
+type TenantKey = (Arc<str>, Arc<str>);
 
 /// Holds one slot of the global cap.
 pub struct TotalSlot<'a>(&'a ClientLimits);
@@ -24,7 +28,7 @@ impl Drop for TotalSlot<'_> {
 /// Holds one slot of a tenant's cap.
 pub struct TenantSlot<'a> {
     limits: &'a ClientLimits,
-    key: (String, String),
+    key: TenantKey,
 }
 
 impl Drop for TenantSlot<'_> {
@@ -60,8 +64,8 @@ impl ClientLimits {
     }
 
     /// A slot under the tenant's cap, or None when that tenant is full.
-    pub fn enter_tenant(&self, db: &str, schema: &str) -> Option<TenantSlot<'_>> {
-        let key = (db.to_owned(), schema.to_owned());
+    pub fn enter_tenant(&self, db: &Arc<str>, schema: &Arc<str>) -> Option<TenantSlot<'_>> {
+        let key = (db.clone(), schema.clone());
         let mut map = self.per_tenant.lock().expect("tenant limits");
         let n = map.entry(key.clone()).or_insert(0);
         if self.max_per_tenant != 0 && *n >= self.max_per_tenant {
@@ -84,10 +88,11 @@ mod tests {
         assert!(l.enter().is_none());
         drop(a);
         assert!(l.enter().is_some());
-        let t = l.enter_tenant("d", "s").unwrap();
-        assert!(l.enter_tenant("d", "s").is_none());
-        assert!(l.enter_tenant("d", "other").is_some());
+        let (d, s, other) = ("d".into(), "s".into(), "other".into());
+        let t = l.enter_tenant(&d, &s).unwrap();
+        assert!(l.enter_tenant(&d, &s).is_none());
+        assert!(l.enter_tenant(&d, &other).is_some());
         drop(t);
-        assert!(l.enter_tenant("d", "s").is_some());
+        assert!(l.enter_tenant(&d, &s).is_some());
     }
 }

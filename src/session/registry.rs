@@ -47,11 +47,11 @@ impl Phase {
 pub struct ClientEntry {
     pub id: u64,
     pub peer: SocketAddr,
-    pub db: String,
-    pub schema: String,
-    pub user: String,
+    pub db: Arc<str>,
+    pub schema: Arc<str>,
+    pub user: Arc<str>,
     /// The destination pool (`dest_host/dest_db`) the tenant is routed to.
-    pub pool: String,
+    pub pool: Arc<str>,
     pub connected_at: SystemTime,
     phase: AtomicU8,
     pinned: Mutex<Option<&'static str>>,
@@ -156,7 +156,7 @@ impl ClientEntry {
     }
 
     pub fn tenant(&self) -> TenantKey {
-        (self.db.clone(), self.schema.clone())
+        (self.db.to_string(), self.schema.to_string())
     }
 }
 
@@ -224,23 +224,24 @@ impl Drop for ClientGuard<'_> {
 }
 
 impl ClientRegistry {
-    /// Lists a logged-in client until the returned guard is dropped.
+    /// Lists a logged-in client until the returned guard is dropped. The names are taken as
+    /// shared strings: a session passes the ones its login already holds.
     pub fn register(
         &self,
         peer: SocketAddr,
-        db: &str,
-        schema: &str,
-        user: &str,
-        pool: String,
+        db: impl Into<Arc<str>>,
+        schema: impl Into<Arc<str>>,
+        user: impl Into<Arc<str>>,
+        pool: impl Into<Arc<str>>,
     ) -> ClientGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(ClientEntry {
             id,
             peer,
-            db: db.to_owned(),
-            schema: schema.to_owned(),
-            user: user.to_owned(),
-            pool,
+            db: db.into(),
+            schema: schema.into(),
+            user: user.into(),
+            pool: pool.into(),
             connected_at: SystemTime::now(),
             phase: AtomicU8::new(0),
             quiet_since: AtomicU64::new(self.stamp(Instant::now()) << 1),
@@ -339,7 +340,7 @@ impl ClientRegistry {
     pub fn kill(&self, tenant: &TenantKey) -> usize {
         let mut n = 0;
         for c in self.clients() {
-            if c.db == tenant.0 && c.schema == tenant.1 && !c.is_killed() {
+            if *c.db == *tenant.0 && *c.schema == *tenant.1 && !c.is_killed() {
                 c.raise(signal::KILLED);
                 n += 1;
             }
@@ -407,14 +408,14 @@ mod tests {
     #[test]
     fn guard_lists_and_unlists() {
         let r = ClientRegistry::default();
-        let g = r.register(addr(), "mm", "a", "u", "h/d".into());
-        let _h = r.register(addr(), "mm", "b", "u", "h/d".into());
+        let g = r.register(addr(), "mm", "a", "u", "h/d");
+        let _h = r.register(addr(), "mm", "b", "u", "h/d");
         assert_eq!(r.clients().len(), 2);
         assert_eq!(g.entry.phase(), Phase::Idle);
         drop(g);
         let left = r.clients();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].schema, "b");
+        assert_eq!(&*left[0].schema, "b");
     }
 
     #[test]
@@ -437,8 +438,8 @@ mod tests {
     #[test]
     fn kill_hits_only_the_tenant() {
         let r = ClientRegistry::default();
-        let a = r.register(addr(), "mm", "a", "u", "p".into());
-        let b = r.register(addr(), "mm", "b", "u", "p".into());
+        let a = r.register(addr(), "mm", "a", "u", "p");
+        let b = r.register(addr(), "mm", "b", "u", "p");
         assert_eq!(r.kill(&key("mm", "a")), 1);
         assert!(a.entry.is_killed());
         assert!(!b.entry.is_killed());
@@ -448,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn signals_wake_the_session_only_for_what_it_waits_on() {
         let r = Arc::new(ClientRegistry::default());
-        let g = r.register(addr(), "mm", "a", "u", "p".into());
+        let g = r.register(addr(), "mm", "a", "u", "p");
         let entry = g.entry.clone();
         let waiting =
             tokio::spawn(async move { entry.signaled(signal::HARD_STOP | signal::KILLED).await });
@@ -470,8 +471,8 @@ mod tests {
     #[test]
     fn the_sweep_ticks_only_clients_quiet_past_a_limit() {
         let r = ClientRegistry::default();
-        let quiet = r.register(addr(), "mm", "a", "u", "p".into());
-        let busy = r.register(addr(), "mm", "b", "u", "p".into());
+        let quiet = r.register(addr(), "mm", "a", "u", "p");
+        let busy = r.register(addr(), "mm", "b", "u", "p");
         busy.entry.set_phase(Phase::Active);
         let start = Instant::now();
         quiet.entry.went_quiet(r.stamp(start));
@@ -511,7 +512,7 @@ mod tests {
     #[tokio::test]
     async fn gate_holds_until_resume() {
         let r = Arc::new(ClientRegistry::default());
-        let g = r.register(addr(), "mm", "a", "u", "p".into());
+        let g = r.register(addr(), "mm", "a", "u", "p");
         let stop = CancellationToken::new();
         assert_eq!(r.admit(&g.entry, &stop).await, Admission::Go);
         r.pause(Some(&key("mm", "a")));

@@ -6,12 +6,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::ClientError;
 use crate::proto::frame::header;
-use crate::proto::startup::{self, StartupPacket};
+use crate::proto::startup::{self, StartupPacket, StartupParams};
 use crate::proto::{ProtoError, backend, frontend};
 
 /// What the client opened with, once encryption negotiation is over.
 pub enum Opening {
-    Startup(Vec<(String, String)>),
+    Startup(StartupParams),
     /// SSLRequest while TLS is available: the caller answers `S` and starts the handshake.
     Tls,
     Cancel {

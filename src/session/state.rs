@@ -10,7 +10,8 @@ use super::stmts::Prepared;
 /// Per-client state that outlives any single server connection.
 #[derive(Debug, Default)]
 pub struct ClientState {
-    pub schema: String,
+    /// Shared with the pool's queue whenever this client waits for a connection.
+    pub schema: Arc<str>,
     /// Session settings (lower-case names) every server connection must carry for this client.
     pub wanted: Settings,
     /// The client's named prepared statements, by the client's name.

@@ -1,6 +1,10 @@
 //! Who a client is: the tenant (database, schema) and session settings it asked for at startup.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::proto::startup::StartupParams;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TenantError {
@@ -18,71 +22,120 @@ pub enum TenantError {
     Unsupported(String),
 }
 
-/// The parsed identity and wishes of a client, from its StartupMessage.
+/// The parsed identity and wishes of a client, from its StartupMessage. The names are shared
+/// (the tenant limit, the client list and the session's state hold the same strings), so a
+/// login copies each once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
-    pub user: String,
-    pub database: String,
-    pub schema: String,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub schema: Arc<str>,
     /// Session settings to apply on every server connection it uses (lower-case names).
     pub settings: BTreeMap<String, String>,
 }
 
-/// Splits a libpq `options` value into words: whitespace separates, backslash escapes.
-fn option_words(options: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut chars = options.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
+/// The words of a libpq `options` value: whitespace separates, backslash escapes. A word
+/// without a backslash (nearly all) is borrowed, not copied.
+fn option_words(options: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    let mut rest = options;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return None;
         }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    words
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        if !word.contains('\\') {
+            rest = after;
+            return Some(Cow::Borrowed(word));
+        }
+        // An escaped character, whitespace included, belongs to the word.
+        let mut out = String::new();
+        let mut chars = rest.char_indices();
+        let mut consumed = rest.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        out.push(n);
+                    }
+                }
+                c if c.is_whitespace() => {
+                    consumed = i;
+                    break;
+                }
+                c => out.push(c),
+            }
+        }
+        rest = &rest[consumed..];
+        Some(Cow::Owned(out))
+    })
 }
 
-/// `name=value` pairs set by `-c name=value`, `-cname=value` or `--name=value`.
-fn option_settings(options: &str) -> Vec<(String, String)> {
-    let words = option_words(options);
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        let w = &words[i];
-        let pair = if w == "-c" {
-            i += 1;
-            words.get(i).map(String::as_str)
-        } else if let Some(rest) = w.strip_prefix("--") {
-            Some(rest)
-        } else {
-            w.strip_prefix("-c")
-        };
-        if let Some((k, v)) = pair.and_then(|p| p.split_once('=')) {
-            out.push((k.replace('-', "_").to_ascii_lowercase(), v.to_owned()));
+/// `name=value` pairs set by `-c name=value`, `-cname=value` or `--name=value`; the name is
+/// as given (see [`setting_name`]).
+fn option_settings(options: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let mut words = option_words(options);
+    std::iter::from_fn(move || {
+        loop {
+            let w = words.next()?;
+            let pair = if w == "-c" {
+                words.next()?
+            } else if let Some(rest) = strip_cow(&w, "--") {
+                rest
+            } else if let Some(rest) = strip_cow(&w, "-c") {
+                rest
+            } else {
+                continue;
+            };
+            if let Some(at) = pair.find('=') {
+                return Some(split_cow(pair, at));
+            }
         }
-        i += 1;
+    })
+}
+
+/// `w` without `prefix`, borrowing from the options string when `w` does.
+fn strip_cow<'a>(w: &Cow<'a, str>, prefix: &str) -> Option<Cow<'a, str>> {
+    match w {
+        Cow::Borrowed(b) => b.strip_prefix(prefix).map(Cow::Borrowed),
+        Cow::Owned(o) => o.strip_prefix(prefix).map(|r| Cow::Owned(r.to_owned())),
     }
-    out
+}
+
+/// `pair` split around the `=` at byte `at`.
+fn split_cow(pair: Cow<'_, str>, at: usize) -> (Cow<'_, str>, Cow<'_, str>) {
+    match pair {
+        Cow::Borrowed(b) => (Cow::Borrowed(&b[..at]), Cow::Borrowed(&b[at + 1..])),
+        Cow::Owned(o) => (
+            Cow::Owned(o[..at].to_owned()),
+            Cow::Owned(o[at + 1..].to_owned()),
+        ),
+    }
+}
+
+/// A setting's name as the server knows it: lower case, dashes as underscores.
+fn setting_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
 }
 
 /// A schema named in a search_path value: a double-quoted identifier is unquoted, otherwise as given.
-fn schema_from(value: &str) -> String {
+fn schema_from(value: &str) -> Cow<'_, str> {
     let v = value.trim();
     match v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        Some(inner) if v.len() >= 2 => inner.replace("\"\"", "\""),
-        _ => v.to_owned(),
+        Some(inner) if v.len() >= 2 && inner.contains("\"\"") => {
+            Cow::Owned(inner.replace("\"\"", "\""))
+        }
+        Some(inner) if v.len() >= 2 => Cow::Borrowed(inner),
+        _ => Cow::Borrowed(v),
     }
 }
 
@@ -95,8 +148,8 @@ const CONSUMED: &[&str] = &[
     "search_path",
 ];
 
-pub fn identify(params: &[(String, String)]) -> Result<ClientIdentity, TenantError> {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
+    let get = |k: &str| params.get(k);
     let user = get("user")
         .filter(|u| !u.is_empty())
         .ok_or(TenantError::NoUser)?;
@@ -109,30 +162,31 @@ pub fn identify(params: &[(String, String)]) -> Result<ClientIdentity, TenantErr
     let mut settings = BTreeMap::new();
     let mut from_options = None;
     for (k, v) in option_settings(get("options").unwrap_or("")) {
+        let k = setting_name(&k);
         if k == "search_path" {
-            from_options = Some(schema_from(&v));
+            from_options = Some(schema_from(&v).into_owned());
         } else {
-            settings.insert(k, v);
+            settings.insert(k, v.into_owned());
         }
     }
     let from_param = get("schema_search_path")
         .or(get("search_path"))
         .map(schema_from)
         .filter(|s| !s.is_empty());
-    let schema = match (from_param, from_options) {
-        (Some(a), Some(b)) if a != b => return Err(TenantError::Conflict(a, b)),
-        (Some(a), _) => a,
-        (None, Some(b)) if !b.is_empty() => b,
+    let schema: Arc<str> = match (from_param, from_options) {
+        (Some(a), Some(b)) if *a != *b => return Err(TenantError::Conflict(a.into_owned(), b)),
+        (Some(a), _) => a.into(),
+        (None, Some(b)) if !b.is_empty() => b.into(),
         _ => return Err(TenantError::NoSchema),
     };
-    for (k, v) in params {
-        if !CONSUMED.contains(&k.as_str()) && k != "replication" {
-            settings.insert(k.to_ascii_lowercase(), v.clone());
+    for (k, v) in params.iter() {
+        if !CONSUMED.contains(&k) && k != "replication" {
+            settings.insert(k.to_ascii_lowercase(), v.to_owned());
         }
     }
     Ok(ClientIdentity {
-        user: user.to_owned(),
-        database: database.to_owned(),
+        user: user.into(),
+        database: database.into(),
         schema,
         settings,
     })
@@ -149,6 +203,15 @@ mod tests {
             .collect()
     }
 
+    fn identify(pairs: &[(String, String)]) -> Result<ClientIdentity, TenantError> {
+        super::identify(
+            &pairs
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect(),
+        )
+    }
+
     #[test]
     fn schema_from_each_source() {
         let base = [("user", "u"), ("database", "d")];
@@ -161,7 +224,7 @@ mod tests {
         ] {
             let mut v = p(&base);
             v.extend(p(&[opt]));
-            assert_eq!(identify(&v).unwrap().schema, "t1", "{opt:?}");
+            assert_eq!(&*identify(&v).unwrap().schema, "t1", "{opt:?}");
         }
     }
 
@@ -198,12 +261,41 @@ mod tests {
     }
 
     #[test]
+    fn option_words_split_on_whitespace_and_keep_escaped_characters() {
+        let words: Vec<_> = option_words("  -c  a\\ b=c\\\\d\t--x=y\\").collect();
+        assert_eq!(words, ["-c", "a b=c\\d", "--x=y"]);
+        assert!(
+            matches!(words[0], Cow::Borrowed(_)),
+            "a plain word is not copied"
+        );
+        assert_eq!(option_words("   ").count(), 0);
+    }
+
+    #[test]
+    fn setting_names_from_options_are_normalised() {
+        let v = p(&[
+            ("user", "u"),
+            ("database", "d"),
+            (
+                "options",
+                "--Statement-Timeout=5 -cwork_mem=1MB -c X=1=2 -c",
+            ),
+            ("schema_search_path", "\"a\"\"b\""),
+        ]);
+        let id = identify(&v).unwrap();
+        assert_eq!(id.settings.get("statement_timeout").unwrap(), "5");
+        assert_eq!(id.settings.get("work_mem").unwrap(), "1MB");
+        assert_eq!(id.settings.get("x").unwrap(), "1=2");
+        assert_eq!(&*id.schema, "a\"b");
+    }
+
+    #[test]
     fn quoted_schema_with_spaces() {
         let v = p(&[
             ("user", "u"),
             ("database", "d"),
             ("options", "-c search_path=\"My\\ Schema\""),
         ]);
-        assert_eq!(identify(&v).unwrap().schema, "My Schema");
+        assert_eq!(&*identify(&v).unwrap().schema, "My Schema");
     }
 }
