@@ -15,6 +15,7 @@ use super::live_settings::LiveSettings;
 use super::opener::Opener;
 use super::prepared::PreparedSet;
 use super::server::{FittedSettings, ServerConn, ServerError};
+use super::settings_memo::SettingsMemo;
 use super::slots::{Affine, Got, PoolStatus, Reservation, Slots, Take, WaitError};
 use super::stats::PoolStats;
 use super::tls::ServerTls;
@@ -178,12 +179,8 @@ pub struct DestPool {
     pub stats: Arc<PoolStats>,
     /// The ParameterStatus set of the first server connection, replayed to new clients.
     startup_params: std::sync::OnceLock<Vec<(String, String)>>,
-    /// Settings maps clients of this pool logged in with, shared so that clients wanting the
-    /// same settings hold one map (see `ServerConn::fitted`).
-    settings_seen: Mutex<Vec<FittedSettings>>,
-    /// The shared settings map of clients that asked at startup only for parameters the
-    /// server reports, by what they asked (see [`DestPool::settings_asked`]).
-    asked_seen: Mutex<Vec<(BTreeMap<String, String>, FittedSettings)>>,
+    /// What the pool remembers of its clients' settings, to share work between logins.
+    memo: SettingsMemo,
     /// Ciphertexts known to decrypt to this pool's password. KMS ciphertexts are randomised,
     /// so every tenant row routed here carries a different one.
     ciphertexts: Mutex<HashSet<String>>,
@@ -224,8 +221,7 @@ impl DestPool {
             home,
             stats,
             startup_params: std::sync::OnceLock::new(),
-            settings_seen: Mutex::new(Vec::new()),
-            asked_seen: Mutex::new(Vec::new()),
+            memo: SettingsMemo::default(),
             ciphertexts: Mutex::new(HashSet::from_iter([ciphertext])),
         })
     }
@@ -437,34 +433,25 @@ impl DestPool {
         let _ = self.startup_params.set(p);
     }
 
-    /// The shared map equal to `wanted` if a client already logged in with one, else `wanted`
-    /// (remembered for the next client; a bounded number are kept).
+    /// The shared map equal to `wanted` (see [`SettingsMemo::intern`]).
     pub fn intern_settings(&self, wanted: &FittedSettings) -> FittedSettings {
-        let mut seen = self.settings_seen.lock().expect("settings lock");
-        if let Some(same) = seen.iter().find(|s| **s == *wanted) {
-            return same.clone();
-        }
-        keep_bounded(&mut seen, wanted.clone());
-        wanted.clone()
+        self.memo.intern(wanted)
     }
 
-    /// The settings map of a client that asked at startup for `asked`, all of them parameters
-    /// the server reports, if such a client logged in before. Its map is the pool's reported
-    /// startup parameters with `asked` on top, so it depends on nothing else; reusing it saves
-    /// building and interning it (a dozen allocations) on every login of a reconnect storm.
+    /// See [`SettingsMemo::asked`].
     pub fn settings_asked(&self, asked: &BTreeMap<String, String>) -> Option<FittedSettings> {
-        let seen = self.asked_seen.lock().expect("settings lock");
-        seen.iter()
-            .find(|(a, _)| a == asked)
-            .map(|(_, m)| m.clone())
+        self.memo.asked(asked)
     }
 
-    /// Remembers the map built for a client that asked for `asked` (a bounded number are kept).
+    /// See [`SettingsMemo::remember_asked`].
     pub fn remember_asked(&self, asked: BTreeMap<String, String>, map: FittedSettings) {
-        let mut seen = self.asked_seen.lock().expect("settings lock");
-        if !seen.iter().any(|(a, _)| *a == asked) {
-            keep_bounded(&mut seen, (asked, map));
-        }
+        self.memo.remember_asked(asked, map)
+    }
+
+    /// The ParameterStatus block a client with the shared settings map `wanted` is welcomed
+    /// with (see [`SettingsMemo::welcome`]).
+    pub fn welcome(&self, wanted: &FittedSettings) -> bytes::Bytes {
+        self.memo.welcome(wanted, self.startup_params())
     }
 
     /// What a new client is told in ParameterStatus, as the destination server said it;
@@ -538,14 +525,6 @@ impl Drop for DestPool {
 
 /// Adds `item` to a short list of remembered settings maps, forgetting the oldest once 16 are
 /// kept: clients of one pool rarely ask for more distinct settings than that.
-fn keep_bounded<T>(seen: &mut Vec<T>, item: T) {
-    const KEPT: usize = 16;
-    if seen.len() == KEPT {
-        seen.remove(0);
-    }
-    seen.push(item);
-}
-
 /// A CancelRequest for backend `pid` on its own connection (the server answers by closing it).
 async fn send_cancel(addr: std::net::SocketAddr, pid: i32, secret: i32) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;

@@ -7,6 +7,7 @@ pub mod opener;
 pub mod prepared;
 pub mod registry;
 pub mod server;
+mod settings_memo;
 pub mod slots;
 pub mod stats;
 pub mod stream;

@@ -31,16 +31,6 @@ struct Login<'a> {
     state: ClientState,
 }
 
-/// Spelling a client expects for the parameters PostgreSQL reports in mixed case.
-fn canonical(name: &str) -> &str {
-    match name {
-        "datestyle" => "DateStyle",
-        "intervalstyle" => "IntervalStyle",
-        "timezone" => "TimeZone",
-        other => other,
-    }
-}
-
 /// Serves a client whose StartupMessage (`params`) has been read; the login must finish by
 /// `deadline`.
 pub async fn serve<S>(
@@ -92,13 +82,11 @@ pub async fn serve<S>(
         login.pool.name().clone(),
     );
     cancel.slot.attach(me.entry.clone());
-    // Sized for the usual welcome (a dozen ParameterStatus): one allocation, no regrowth.
-    let mut out = BytesMut::with_capacity(1024);
+    // The ParameterStatus block is the same for every client sharing this settings map.
+    let welcome = login.pool.welcome(login.state.wanted.shared());
+    let mut out = BytesMut::with_capacity(welcome.len() + 64);
     backend::auth_ok(&mut out);
-    for (name, default) in login.pool.startup_params() {
-        let value = login.state.wanted.get(name).unwrap_or(default);
-        backend::parameter_status(&mut out, canonical(name), value);
-    }
+    out.extend_from_slice(&welcome);
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
     if s.write_all(&out).await.is_err() {
