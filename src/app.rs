@@ -201,13 +201,15 @@ pub async fn run(
     // supervisor or a script) must reload, not kill it with the default action.
     let mut signals =
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
-    let listeners = addrs
-        .iter()
-        .map(|a| bind(*a))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Metrics first: once the client port accepts, /health and /metrics do too, so whoever
+    // waits for the client port (a supervisor, a test) can go straight to them.
     let metrics_listeners = current
         .metrics_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?
+        .iter()
+        .map(|a| bind(*a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = addrs
         .iter()
         .map(|a| bind(*a))
         .collect::<Result<Vec<_>, _>>()?;
