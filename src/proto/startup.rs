@@ -167,7 +167,11 @@ fn parameters(body: &[u8]) -> Result<StartupParams, ProtoError> {
 
 /// The NUL-terminated string at the start of `rest` (a suffix of `text`), as a span of `text`.
 fn cstring<'a>(text: &str, rest: &'a str) -> Result<(Span, &'a str), ProtoError> {
-    let end = rest.find('\0').ok_or(ProtoError::BadStartup("truncated"))?;
+    // A byte scan: `str::find` with a char pattern is several times slower here.
+    let end = rest
+        .bytes()
+        .position(|c| c == 0)
+        .ok_or(ProtoError::BadStartup("truncated"))?;
     let start = (text.len() - rest.len()) as u32;
     Ok(((start, start + end as u32), &rest[end + 1..]))
 }
