@@ -19,7 +19,8 @@
 #                                 and instruction counts by function (callgrind); another
 #                                 scenario with BENCH_PROFILE_PGBENCH (e.g. "-C -S -c 20 -j 2")
 #
-# Environment: BENCH_DURATION (s per run, 10), BENCH_ROUNDS (2), BENCH_SCALE (pgbench scale
+# Environment: BENCH_SCENARIOS (some of "select extended tpcb churn tenants"; all when unset),
+# BENCH_DURATION (s per run, 10), BENCH_ROUNDS (2), BENCH_SCALE (pgbench scale
 # of the main schema, 10), BENCH_TENANTS (tenant schemas, 50), BENCH_ACTIVE_TENANTS (pgbench
 # processes in the many-tenant run, 10), BENCH_TENANT_CLIENTS (clients each, 4),
 # BENCH_IDLE_CLIENTS (5000), BENCH_LOAD_CLIENTS (10000), BENCH_AUTH_CLIENTS (1000),
@@ -54,6 +55,12 @@ for arg in "$@"; do
 done
 
 DURATION=${BENCH_DURATION:-10}
+ONLY=${BENCH_SCENARIOS:-}
+for name in $ONLY; do
+    case $name in select | extended | tpcb | churn | tenants) ;; *) die "unknown scenario $name in BENCH_SCENARIOS" ;; esac
+done
+# Whether scenario $1 is to run: all of them unless BENCH_SCENARIOS names some.
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 ROUNDS=${BENCH_ROUNDS:-2}
 PGBENCH_SCALE=${BENCH_SCALE:-10}
 N_TENANTS=${BENCH_TENANTS:-50}
@@ -193,9 +200,10 @@ if [ "$SUITE" -eq 1 ]; then
         "tpcb|-M simple -c 50 -j 2"
         "churn|-C -S -M simple -c 20 -j 2"
     )
-    step "pgbench: ${#SCENARIOS[@]} scenarios + many tenants, $ROUNDS round(s) of ${DURATION}s, targets interleaved"
+    step "pgbench: ${ONLY:-all} scenarios, $ROUNDS round(s) of ${DURATION}s, targets interleaved"
     for entry in "${SCENARIOS[@]}"; do
         name=${entry%%|*}
+        wanted "$name" || continue
         read -r -a args <<<"${entry#*|}"
         for ((round = 1; round <= ROUNDS; round++)); do
             for target in "${TARGETS[@]}"; do
@@ -204,6 +212,7 @@ if [ "$SUITE" -eq 1 ]; then
         done
     done
     for ((round = 1; round <= ROUNDS; round++)); do
+        wanted tenants || break
         for target in "${TARGETS[@]}"; do
             bench_tenants "$target" "$round" -S -M simple -c "$TENANT_CLIENTS" -j 1
         done

@@ -296,17 +296,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             shared.metrics.bytes_out(bufs.output.len());
             bufs.output.clear();
         }
-        let mut shrunk = false;
         let since = Instant::now();
         // The idle limits are watched by the registry's sweep, which raises TICK.
         me.went_quiet(shared.clients.stamp(since));
         while bufs.input.len() < 5 {
             // A client without a buffer (new, or back from idle) gets one from its first
             // read: a buffer made up front and freed idle leaves a hole the allocator keeps.
-            if !shrunk
-                && bufs.input.capacity() > 0
-                && bufs.input.capacity() - bufs.input.len() < 1024
-            {
+            if bufs.input.capacity() > 0 && bufs.input.capacity() - bufs.input.len() < 1024 {
                 bufs.input.reserve(4096);
             }
             tokio::select! {
@@ -327,11 +323,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if !idle.is_zero() && quiet >= idle {
                         return Err(ClientError::IdleTimeout(idle));
                     }
-                    if !shrunk && quiet >= IDLE_SHRINK {
+                    if !me.buffers_released() && quiet >= IDLE_SHRINK {
                         // A client idle for a while gives its buffers back: thousands of
                         // idle clients should cost little memory.
                         bufs.shrink_idle();
-                        shrunk = true;
                         me.released_buffers();
                     }
                 }

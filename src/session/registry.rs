@@ -145,6 +145,11 @@ impl ClientEntry {
         self.quiet_since.fetch_or(1, Ordering::Relaxed);
     }
 
+    /// Whether the client released its buffers since it last went quiet.
+    pub fn buffers_released(&self) -> bool {
+        self.quiet_since.load(Ordering::Relaxed) & 1 != 0
+    }
+
     /// Raises [`signal`] bits and wakes the session.
     pub fn raise(&self, bits: u8) {
         self.signals.fetch_or(bits, Ordering::AcqRel);
