@@ -74,6 +74,16 @@ impl AuthLimiter {
 
     /// Ok when `peer` may attempt a login now.
     pub fn check(&self, peer: IpAddr) -> Result<(), Throttled> {
+        // Nearly every address has no entry: the clock is read only for one that has.
+        if !self.enabled()
+            || !self
+                .table
+                .lock()
+                .expect("auth limiter")
+                .contains_key(&key(peer))
+        {
+            return Ok(());
+        }
         self.check_at(peer, Instant::now())
     }
 

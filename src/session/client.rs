@@ -51,7 +51,11 @@ pub async fn serve<S>(
         // Boxed for the same reason as the login below: it is the rare path.
         return Box::pin(crate::admin::serve(s, bufs, params, peer, shared, deadline)).await;
     }
-    let started = Instant::now();
+    // When the connection was accepted, without a clock read: its login deadline is a fixed
+    // time after that.
+    let started = (deadline.into_std())
+        .checked_sub(shared.login_timeout)
+        .unwrap_or_else(Instant::now);
     // Boxed so the login's state (directory lookup, scrypt wait, pool setup: kilobytes) is
     // freed once it is done instead of sizing this task for the whole session.
     let login = Box::pin(login(&mut s, &mut bufs, params, &shared, peer));
