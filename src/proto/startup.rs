@@ -144,7 +144,14 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, ProtoError> {
 /// through a general message decoder, which copied the packet and built a map only for it to
 /// be turned into a list.
 fn parameters(body: &[u8]) -> Result<StartupParams, ProtoError> {
-    // The packet is at most MAX_STARTUP_LEN bytes, so its offsets fit a u32.
+    // Offsets are kept as u32: checked here, not left to the caller's use of packet_len.
+    if body.len() > MAX_STARTUP_LEN {
+        return Err(ProtoError::BadLength {
+            len: body.len() as i64,
+            min: 8,
+            max: MAX_STARTUP_LEN,
+        });
+    }
     let text =
         std::str::from_utf8(body).map_err(|_| ProtoError::BadStartup("undecodable parameters"))?;
     let mut pairs = Vec::with_capacity(8);
@@ -221,6 +228,17 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(built, params);
+    }
+
+    #[test]
+    fn a_parameter_list_longer_than_the_limit_is_refused_even_without_packet_len() {
+        let mut body = b"user\0".to_vec();
+        body.extend(std::iter::repeat_n(b'a', MAX_STARTUP_LEN));
+        body.extend_from_slice(b"\0\0");
+        assert!(matches!(
+            parse(&packet(196_608, &body)),
+            Err(ProtoError::BadLength { .. })
+        ));
     }
 
     #[test]
