@@ -1,9 +1,10 @@
 //! The tenant directory: `perseus_auth` rows by (source_db, source_schema), cached with a TTL so
 //! an auth-DB outage does not lock out tenants already seen.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::metrics::Metrics;
 

@@ -1,9 +1,9 @@
 //! Password verification off the async reactor, with bounded concurrency and a cache of
 //! successful verifications so reconnect storms cost no scrypt work.
 
-use foldhash::{HashSet, HashSetExt};
 use std::sync::{Arc, Mutex};
 
+use foldhash::{HashSet, HashSetExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 

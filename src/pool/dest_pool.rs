@@ -4,11 +4,11 @@
 //! and lifetime; reloads that never fail a transaction in flight.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use foldhash::HashSet;
 
 use super::destination::{DestKey, Destination};
 use super::live_settings::LiveSettings;
@@ -259,7 +259,8 @@ impl DestPool {
     }
 
     /// Hands out a healthy connection, preferring one already on `schema`, waiting at most
-    /// WaitTimeoutSecs when all MaxOpen are in use.
+    /// WaitTimeoutSecs when all MaxOpen are in use. Also returns how long the caller waited
+    /// for it: queued, then opening a new connection if it had to.
     pub async fn checkout(
         &self,
         schema: &Arc<str>,

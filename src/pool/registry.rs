@@ -1,8 +1,9 @@
 //! The pool registry: destination key to pool, with the destination password decrypted once
 //! and the pools retuned when the configuration changes.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::dest_pool::DestPool;
 use super::destination::{BadDestHost, DestKey};

@@ -12,14 +12,13 @@
 //! A client still queued for a server connection can be cancelled too: its request never
 //! reached a server, so the session answers it as PostgreSQL answers a cancelled statement.
 
-use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use foldhash::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 

@@ -1,8 +1,9 @@
 //! Client connection caps: a global one and one per tenant, released when the session ends.
 
-use foldhash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use foldhash::HashMap;
 
 #[derive(Default)]
 pub struct ClientLimits {
