@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::datapath::{Env, pool};
+use support::wire::Wire;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 async fn show(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
@@ -159,6 +160,53 @@ async fn reconnecting_clients_get_the_startup_settings_they_asked_for() {
                 "round {round}"
             );
             assert_eq!(show(&again, app).await, plain_app, "round {round}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_login_is_welcomed_with_its_own_reported_parameters() {
+    // The ParameterStatus block is built once per shared settings map and reused: clients
+    // asking for different values must still each be told their own, every time.
+    let env = Env::start(&["st_welcome"], pool(1)).await;
+    let t = env.tenant(0);
+    let port = env.perseus.port();
+    let login = |app: &'static str| {
+        let t = t.clone();
+        async move {
+            let mut w = Wire::connect(port).await;
+            let mut params = vec![
+                ("user", t.source_user.as_str()),
+                ("database", t.source_db.as_str()),
+                ("schema_search_path", t.source_schema.as_str()),
+            ];
+            if !app.is_empty() {
+                params.push(("application_name", app));
+            }
+            let (_, reported) = w
+                .login_reported(&params, &t.password)
+                .await
+                .unwrap_or_else(|e| panic!("login refused: {}", e.message()));
+            reported
+        }
+    };
+    let plain = login("").await;
+    let server_version = plain.get("server_version").cloned();
+    assert!(server_version.is_some(), "{plain:?}");
+    for round in 0..3 {
+        for app in ["app_x", "app_y", ""] {
+            let reported = login(app).await;
+            let expected = match app {
+                "" => plain.get("application_name").map(String::as_str),
+                app => Some(app),
+            };
+            assert_eq!(
+                reported.get("application_name").map(String::as_str),
+                expected,
+                "round {round}: {reported:?}"
+            );
+            assert_eq!(reported.get("server_version"), server_version.as_ref());
+            assert_eq!(reported.len(), plain.len(), "round {round}: {reported:?}");
         }
     }
 }

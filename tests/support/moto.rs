@@ -32,13 +32,21 @@ impl Moto {
         // The free port may be taken by someone else before moto binds it.
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
-            match Moto::spawn(&exe) {
-                Ok(mut moto) => {
-                    moto.key_arn = create_key(&moto.endpoint());
-                    return moto;
-                }
-                Err(Failure { port_taken, .. }) if port_taken && attempt < ATTEMPTS => continue,
-                Err(Failure { log, .. }) => panic!("{log}"),
+            let failure = match Moto::spawn(&exe) {
+                Ok(mut moto) => match try_create_key(&moto.endpoint()) {
+                    Ok(arn) => {
+                        moto.key_arn = arn;
+                        return moto;
+                    }
+                    // What answered on the port may have been another process that took it
+                    // first: moto then fails to bind, which takes it a second or two.
+                    Err(e) => moto.exit_reason(&e),
+                },
+                Err(f) => f,
+            };
+            match failure {
+                Failure { port_taken, .. } if port_taken && attempt < ATTEMPTS => continue,
+                Failure { log, .. } => panic!("{log}"),
             }
         }
         unreachable!("the loop returns or panics on its last attempt")
@@ -98,6 +106,19 @@ impl Moto {
                     log_tail(&log_path, 30)
                 ),
             }),
+        }
+    }
+
+    /// Why CreateKey failed (`error`): the port was someone else's if moto exits within 30 s
+    /// saying so; anything else is a failure to report with moto's log.
+    fn exit_reason(&mut self, error: &str) -> Failure {
+        let exited = poll(Duration::from_secs(30), Duration::from_millis(50), || {
+            self.child.try_wait().ok().flatten().map(|_| ())
+        });
+        let log = log_tail(&self.dir.join("moto.log"), 30);
+        Failure {
+            port_taken: exited.is_some() && log.contains("Address already in use"),
+            log: format!("KMS CreateKey on port {}: {error}\n{log}", self.port),
         }
     }
 
@@ -208,6 +229,11 @@ pub fn client(endpoint: &str) -> aws_sdk_kms::Client {
 /// CreateKey on a thread of its own, so it works whether or not the caller is inside a
 /// tokio runtime (fixtures are created from sync and async tests alike).
 fn create_key(endpoint: &str) -> String {
+    try_create_key(endpoint).unwrap_or_else(|e| panic!("KMS CreateKey on {endpoint}: {e}"))
+}
+
+/// [`create_key`], with the error as text.
+fn try_create_key(endpoint: &str) -> Result<String, String> {
     let endpoint = endpoint.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -220,11 +246,12 @@ fn create_key(endpoint: &str) -> String {
                 .description("perseus tests")
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("KMS CreateKey on {endpoint}: {e:?}"));
-            out.key_metadata()
+                .map_err(|e| format!("{e:?}"))?;
+            Ok(out
+                .key_metadata()
                 .and_then(|m| m.arn())
                 .expect("CreateKey returns an ARN")
-                .to_string()
+                .to_string())
         })
     })
     .join()

@@ -170,7 +170,20 @@ impl Wire {
     /// Sends a startup packet and, when asked for one, the cleartext password. Returns the
     /// key on success, or the ErrorResponse that refused the login.
     pub async fn login(&mut self, params: &[(&str, &str)], password: &str) -> Result<Key, Msg> {
+        self.login_reported(params, password)
+            .await
+            .map(|(key, _)| key)
+    }
+
+    /// [`Wire::login`], also returning the parameters the welcome reported (ParameterStatus),
+    /// by name.
+    pub async fn login_reported(
+        &mut self,
+        params: &[(&str, &str)],
+        password: &str,
+    ) -> Result<(Key, HashMap<String, String>), Msg> {
         self.startup(params).await;
+        let mut reported = HashMap::new();
         let mut key = None;
         loop {
             let m = self
@@ -192,8 +205,17 @@ impl Wire {
                         secret: i32::from_be_bytes(m.body[4..8].try_into().expect("4 bytes")),
                     })
                 }
+                b'S' => {
+                    let mut parts = m.body.split(|&b| b == 0);
+                    let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default());
+                    let (name, value) = (next().into_owned(), next().into_owned());
+                    reported.insert(name, value);
+                }
                 b'E' => return Err(m),
-                b'Z' => return Ok(key.expect("BackendKeyData before ReadyForQuery")),
+                b'Z' => {
+                    let key = key.expect("BackendKeyData before ReadyForQuery");
+                    return Ok((key, reported));
+                }
                 _ => {}
             }
         }
