@@ -330,6 +330,9 @@ impl DestPool {
                     let total = so_far + since.elapsed();
                     *waited = Some(total);
                     match got {
+                        // A connection handed over on release is vetted too: its socket may
+                        // have turned unusable, or received bytes nobody asked for, since its
+                        // last reply.
                         Ok(Got::Conn(t)) => match home.vet_handed(t) {
                             Some(t) => return Ok(self.lend(t)),
                             None => continue,
@@ -347,8 +350,6 @@ impl DestPool {
                     }
                 }
             };
-            // A connection handed over on release is vetted too (above): its socket may have
-            // turned unusable, or received bytes nobody asked for, since its last reply.
             if let Some(t) = home.vet_idle(t, &s) {
                 return Ok(self.lend(t));
             }
