@@ -72,45 +72,28 @@ fn option_words(options: &str) -> impl Iterator<Item = Cow<'_, str>> {
     })
 }
 
-/// `name=value` pairs set by `-c name=value`, `-cname=value` or `--name=value`; the name is
-/// as given (see [`setting_name`]).
-fn option_settings(options: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+/// Calls `each` with the `name=value` pairs set by `-c name=value`, `-cname=value` or
+/// `--name=value`; the name is as given (see [`setting_name`]).
+fn option_settings(options: &str, mut each: impl FnMut(&str, &str)) {
     let mut words = option_words(options);
-    std::iter::from_fn(move || {
-        loop {
-            let w = words.next()?;
-            let pair = if w == "-c" {
-                words.next()?
-            } else if let Some(rest) = strip_cow(&w, "--") {
-                rest
-            } else if let Some(rest) = strip_cow(&w, "-c") {
-                rest
-            } else {
-                continue;
-            };
-            if let Some(at) = pair.find('=') {
-                return Some(split_cow(pair, at));
+    while let Some(w) = words.next() {
+        let next;
+        let pair = if w == "-c" {
+            match words.next() {
+                Some(n) => {
+                    next = n;
+                    &*next
+                }
+                None => break,
             }
+        } else if let Some(rest) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+            rest
+        } else {
+            continue;
+        };
+        if let Some((name, value)) = pair.split_once('=') {
+            each(name, value);
         }
-    })
-}
-
-/// `w` without `prefix`, borrowing from the options string when `w` does.
-fn strip_cow<'a>(w: &Cow<'a, str>, prefix: &str) -> Option<Cow<'a, str>> {
-    match w {
-        Cow::Borrowed(b) => b.strip_prefix(prefix).map(Cow::Borrowed),
-        Cow::Owned(o) => o.strip_prefix(prefix).map(|r| Cow::Owned(r.to_owned())),
-    }
-}
-
-/// `pair` split around the `=` at byte `at`.
-fn split_cow(pair: Cow<'_, str>, at: usize) -> (Cow<'_, str>, Cow<'_, str>) {
-    match pair {
-        Cow::Borrowed(b) => (Cow::Borrowed(&b[..at]), Cow::Borrowed(&b[at + 1..])),
-        Cow::Owned(o) => (
-            Cow::Owned(o[..at].to_owned()),
-            Cow::Owned(o[at + 1..].to_owned()),
-        ),
     }
 }
 
@@ -161,14 +144,14 @@ pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
     }
     let mut settings = BTreeMap::new();
     let mut from_options = None;
-    for (k, v) in option_settings(get("options").unwrap_or("")) {
-        let k = setting_name(&k);
-        if k == "search_path" {
-            from_options = Some(schema_from(&v).into_owned());
+    option_settings(get("options").unwrap_or(""), |name, value| {
+        let name = setting_name(name);
+        if name == "search_path" {
+            from_options = Some(schema_from(value).into_owned());
         } else {
-            settings.insert(k, v.into_owned());
+            settings.insert(name, value.to_owned());
         }
-    }
+    });
     let from_param = get("schema_search_path")
         .or(get("search_path"))
         .map(schema_from)
