@@ -44,8 +44,14 @@ impl StartupParams {
         self.pairs.iter().map(|(n, v)| (self.at(*n), self.at(*v)))
     }
 
-    fn at(&self, (start, end): Span) -> &str {
-        &self.text[start as usize..end as usize]
+    fn at(&self, span: Span) -> &str {
+        spanned(&self.text, span)
+    }
+
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.text.len() as u32;
+        self.text.push_str(s);
+        (start, self.text.len() as u32)
     }
 
     /// Sorts by name, keeping the last of each repeated name.
@@ -54,7 +60,7 @@ impl StartupParams {
         // dedup keeps the first of each run.
         self.pairs.reverse();
         let text = &self.text;
-        let name = |(s, e): Span| &text[s as usize..e as usize];
+        let name = |span: Span| spanned(text, span);
         self.pairs.sort_by(|a, b| name(a.0).cmp(name(b.0)));
         self.pairs
             .dedup_by(|later, kept| name(later.0) == name(kept.0));
@@ -84,12 +90,9 @@ impl<'a> FromIterator<(&'a str, &'a str)> for StartupParams {
     }
 }
 
-impl StartupParams {
-    fn push(&mut self, s: &str) -> Span {
-        let start = self.text.len() as u32;
-        self.text.push_str(s);
-        (start, self.text.len() as u32)
-    }
+/// The part of `text` that `span` covers.
+fn spanned(text: &str, (start, end): Span) -> &str {
+    &text[start as usize..end as usize]
 }
 
 /// Length of the packet at the start of `buf` once it is all there, checked against the limit.
