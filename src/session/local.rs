@@ -46,7 +46,7 @@ pub fn refuse_cancelled(input: &mut BytesMut, len: usize, output: &mut BytesMut)
         "57014",
         "canceling statement due to user request",
     );
-    output.put_slice(b"Z\0\0\0\x05I");
+    backend::ready_for_query(output, b'I');
 }
 
 /// Answers one complete `Parse+ Sync` batch at the front of `input`; returns whether it did.
@@ -95,7 +95,7 @@ pub fn answer_prepare_batch(
         }
         batch.advance(h.frame_len);
     }
-    output.put_slice(b"Z\0\0\0\x05I");
+    backend::ready_for_query(output, b'I');
     Ok(true)
 }
 
