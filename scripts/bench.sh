@@ -24,7 +24,9 @@
 # of the main schema, 10), BENCH_TENANTS (tenant schemas, 50), BENCH_ACTIVE_TENANTS (pgbench
 # processes in the many-tenant run, 10), BENCH_TENANT_CLIENTS (clients each, 4),
 # BENCH_IDLE_CLIENTS (5000), BENCH_LOAD_CLIENTS (10000), BENCH_AUTH_CLIENTS (1000),
-# BENCH_WORKER_THREADS (Perseus's WorkerThreads; its default when unset), BENCH_PROFILE_PGBENCH
+# BENCH_WORKER_THREADS (Perseus's WorkerThreads; its default when unset),
+# BENCH_ALT_WORKER_THREADS (when set, a second Perseus with this WorkerThreads joins the
+# pgbench suite as target perseus-alt, interleaved with the others), BENCH_PROFILE_PGBENCH
 # (pgbench arguments of --profile, "-S -c 50 -j 2"), BENCH_PROFILE_SECS (15),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
@@ -90,6 +92,7 @@ SCALE_JSON=$OUT/scale.json
 PROFILE_JSON=$OUT/profile.json
 RESULT=.bench/results-$STAMP.json
 mkdir -p "$OUT"
+ALT_PID=""
 
 TENANT_SCHEMAS=()
 for ((i = 1; i <= N_TENANTS; i++)); do TENANT_SCHEMAS+=("$(printf 'tenant_%02d' "$i")"); done
@@ -103,6 +106,7 @@ cleanup() {
         cp "$WORK/pgbouncer/pgbouncer.log" "$OUT/" 2>/dev/null
     fi
     pgbouncer_stop
+    stop_pid "$ALT_PID" 30
     stack_stop_all
     exit "$status"
 }
@@ -182,6 +186,17 @@ for schema in "${TENANT_SCHEMAS[@]}"; do aliases+=("$schema=$schema:$((POOL / N_
 pgbouncer_start "$DEST_USER" "$DEST_PASSWORD" "$DEST_DB" "$POOL" "${aliases[@]}"
 
 TARGETS=(direct pgbouncer perseus)
+if [ "$SUITE" -eq 1 ] && [ -n "${BENCH_ALT_WORKER_THREADS:-}" ]; then
+    step "perseus-alt: a second daemon, WorkerThreads $BENCH_ALT_WORKER_THREADS, same tenants"
+    ALT_PORT=$(free_port)
+    ALT_METRICS_PORT=$(free_port)
+    perseus_config "$WORK/perseus-alt.json" "$ALT_PORT" "$ALT_METRICS_PORT" "$POOL" "$POOL" warn \
+        20000 "$BENCH_ALT_WORKER_THREADS"
+    main_pid=$PERSEUS_PID
+    perseus_start "$WORK/perseus-alt.json" "$ALT_PORT" "$WORK/perseus-alt.log"
+    ALT_PID=$PERSEUS_PID PERSEUS_PID=$main_pid
+    TARGETS+=(perseus-alt)
+fi
 
 if [ "$SUITE" -eq 1 ]; then
     step "warm-up: every target, every active tenant"
@@ -232,7 +247,7 @@ step "results"
 meta=$(python3 - "$STAMP" "$DURATION" "$ROUNDS" "$PGBENCH_SCALE" "$N_TENANTS" "$N_ACTIVE" \
     "$TENANT_CLIENTS" "$POOL" "$QUICK" "$(pgbouncer --version | sed -n 1p)" \
     "$("$BINDIR/postgres" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "${BENCH_WORKER_THREADS:-}" <<'PY'
+    "${BENCH_WORKER_THREADS:-}" "${BENCH_ALT_WORKER_THREADS:-}" <<'PY'
 import json, os, sys
 a = sys.argv[1:]
 print(json.dumps({
@@ -241,6 +256,7 @@ print(json.dumps({
     "clients_per_tenant": int(a[6]), "pool_size": int(a[7]), "quick": a[8] == "1",
     "pgbouncer": a[9], "postgres": a[10], "commit": a[11], "cpus": os.cpu_count(),
     "perseus_worker_threads": int(a[12]) if a[12] else "default",
+    "perseus_alt_worker_threads": int(a[13]) if a[13] else None,
 }))
 PY
 )

@@ -174,12 +174,7 @@ fn serve(path: PathBuf, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name("perseus-worker");
-    if config.worker_threads > 0 {
-        builder.worker_threads(config.worker_threads as usize);
-    }
-    let runtime = match builder.build() {
+    let runtime = match runtime_for(config.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("perseus: cannot start the async runtime: {e}");
@@ -193,6 +188,28 @@ fn serve(path: PathBuf, config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime `WorkerThreads` asks for. One thread gets tokio's single-threaded
+/// scheduler rather than a one-worker pool: every task, and the I/O driver, stay on one
+/// thread, so a socket's wake-up never has to hand its task to another thread (no futex,
+/// fewer context switches). Blocking work (scrypt) still runs on the blocking pool.
+fn runtime_for(worker_threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    let (mut builder, name) = match worker_threads {
+        1 => (
+            tokio::runtime::Builder::new_current_thread(),
+            "perseus-blocking",
+        ),
+        _ => (
+            tokio::runtime::Builder::new_multi_thread(),
+            "perseus-worker",
+        ),
+    };
+    builder.enable_all().thread_name(name);
+    if worker_threads > 1 {
+        builder.worker_threads(worker_threads as usize);
+    }
+    builder.build()
 }
 
 /// Changes the log level of the running daemon (SIGHUP).

@@ -17,6 +17,8 @@ import re
 import sys
 
 TARGETS = ["direct", "pgbouncer", "perseus"]
+# A second Perseus configuration (BENCH_ALT_WORKER_THREADS), shown only when it ran.
+ALT = "perseus-alt"
 NUM = r"([0-9]+(?:\.[0-9]+)?)"
 
 
@@ -85,7 +87,8 @@ def summarise(runs):
     out = []
     for s in scenarios:
         row = {"scenario": s, "targets": {}}
-        for t in TARGETS:
+        row["targets_run"] = [t for t in TARGETS + [ALT] if t in table[s] or t != ALT]
+        for t in row["targets_run"]:
             rs = table[s].get(t, [])
             ok = [r for r in rs if "error" not in r]
             entry = {
@@ -117,6 +120,10 @@ def summarise(runs):
         row["perseus_vs_direct"] = ratio(tps["perseus"], tps["direct"])
         row["perseus_vs_pgbouncer"] = ratio(tps["perseus"], tps["pgbouncer"])
         row["pgbouncer_vs_direct"] = ratio(tps["pgbouncer"], tps["direct"])
+        if ALT in row["targets"]:
+            alt = row["targets"][ALT]["tps"]
+            row["alt_vs_pgbouncer"] = ratio(alt, tps["pgbouncer"])
+            row["alt_vs_perseus"] = ratio(alt, tps["perseus"])
         out.append(row)
     return out
 
@@ -130,7 +137,7 @@ def print_table(rows):
     print("%-10s %-10s %10s %10s   %s" % ("scenario", "target", "TPS", "lat ms", "notes"))
     print("-" * 72)
     for row in rows:
-        for t in TARGETS:
+        for t in row.get("targets_run", TARGETS):
             e = row["targets"][t]
             note = ""
             notes = []
@@ -149,6 +156,9 @@ def print_table(rows):
         print("%-10s %-10s perseus/direct %s   perseus/pgbouncer %s   (pgbouncer/direct %s)" % (
             "", "ratios", fmt(row["perseus_vs_direct"], ".3f"),
             fmt(row["perseus_vs_pgbouncer"], ".3f"), fmt(row["pgbouncer_vs_direct"], ".3f")))
+        if "alt_vs_perseus" in row:
+            print("%-10s %-10s perseus-alt/pgbouncer %s   perseus-alt/perseus %s" % (
+                "", "", fmt(row["alt_vs_pgbouncer"], ".3f"), fmt(row["alt_vs_perseus"], ".3f")))
         print()
 
 
@@ -292,7 +302,7 @@ def main():
     r = sub.add_parser("record")
     r.add_argument("--runs", required=True)
     r.add_argument("--scenario", required=True)
-    r.add_argument("--target", required=True, choices=TARGETS)
+    r.add_argument("--target", required=True, choices=TARGETS + [ALT])
     r.add_argument("--round", type=int, required=True)
     r.add_argument("--extra", help="JSON object merged into the record")
     r.add_argument("logs", nargs="+")

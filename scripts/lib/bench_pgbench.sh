@@ -2,7 +2,8 @@
 # run per (scenario, target, round) recorded by scripts/bench/report.py, and the count of
 # checkouts that needed `SET search_path` in the many-tenant runs.
 # Needs prereqs.sh, stack.sh and bench_pgbouncer.sh sourced, and these globals from the
-# caller: DEST_USER, DEST_PASSWORD, DEST_DB, PERSEUS_PORT, METRICS_PORT, DURATION, OUT, RUNS.
+# caller: DEST_USER, DEST_PASSWORD, DEST_DB, PERSEUS_PORT, METRICS_PORT, DURATION, OUT, RUNS,
+# and for the optional second Perseus (target perseus-alt) ALT_PORT, ALT_METRICS_PORT, ALT_PID.
 
 # A tenant's Perseus login for schema $1 (rows are made by bench.sh with the same rule).
 tenant_user() { printf 'u_%s' "$1"; }
@@ -23,13 +24,19 @@ with_target() {
             env -u PGOPTIONS PGHOST=127.0.0.1 PGPORT="$PGBOUNCER_PORT" PGUSER="$DEST_USER" \
                 PGPASSWORD="$DEST_PASSWORD" PGDATABASE="$schema" PGSSLMODE=disable "$@"
             ;;
-        perseus)
-            env PGHOST=127.0.0.1 PGPORT="$PERSEUS_PORT" PGUSER="$(tenant_user "$schema")" \
-                PGPASSWORD="$(tenant_password "$schema")" PGDATABASE="$DEST_DB" \
-                PGOPTIONS="-c search_path=$schema" PGSSLMODE=disable "$@"
+        perseus | perseus-alt)
+            env PGHOST=127.0.0.1 PGPORT="$(perseus_port "$target")" \
+                PGUSER="$(tenant_user "$schema")" PGPASSWORD="$(tenant_password "$schema")" \
+                PGDATABASE="$DEST_DB" PGOPTIONS="-c search_path=$schema" PGSSLMODE=disable "$@"
             ;;
         *) die "unknown target $target" ;;
     esac
+}
+
+# The client port and metrics port of Perseus target $1 (perseus or perseus-alt).
+perseus_port() { if [ "$1" = perseus-alt ]; then echo "$ALT_PORT"; else echo "$PERSEUS_PORT"; fi; }
+perseus_metrics_port() {
+    if [ "$1" = perseus-alt ]; then echo "$ALT_METRICS_PORT"; else echo "$METRICS_PORT"; fi
 }
 
 # One pgbench process against target $1 as schema $2, output to file $3, bounded in time;
@@ -45,6 +52,7 @@ pgbench_one() {
 pooler_pid() {
     case $1 in
         perseus) echo "$PERSEUS_PID" ;;
+        perseus-alt) echo "$ALT_PID" ;;
         pgbouncer) echo "$PGBOUNCER_PID" ;;
     esac
 }
@@ -75,9 +83,10 @@ bench_run() {
         --target "$target" --round "$round" --extra "{$(cpu_extra "$t0" "$t1")}" "$log"
 }
 
-# Sum of a Perseus counter (all pools) from the metrics endpoint; empty when not exposed.
+# Sum of counter $2 (all pools) from the metrics endpoint of Perseus target $1; empty when
+# not exposed.
 perseus_counter() {
-    python3 - "http://127.0.0.1:$METRICS_PORT/metrics" "$1" <<'PY' 2>/dev/null || true
+    python3 - "http://127.0.0.1:$(perseus_metrics_port "$1")/metrics" "$2" <<'PY' 2>/dev/null || true
 import sys, urllib.request
 text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
 vals = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
@@ -103,9 +112,9 @@ bench_tenants() {
     shift 2
     pid=$(pooler_pid "$target")
     su_psql -d "$DEST_DB" -c 'SELECT pg_stat_statements_reset()' >/dev/null
-    if [ "$target" = perseus ]; then
-        sets0=$(perseus_counter perseus_search_path_sets_total)
-        outs0=$(perseus_counter perseus_checkouts_total)
+    if [[ $target == perseus* ]]; then
+        sets0=$(perseus_counter "$target" perseus_search_path_sets_total)
+        outs0=$(perseus_counter "$target" perseus_checkouts_total)
     fi
     t0=$(cpu_ticks "$pid")
     for schema in "${ACTIVE_SCHEMAS[@]}"; do
@@ -119,10 +128,10 @@ bench_tenants() {
     pgss_sets=$(pgss_calls 'SET search_path')
     pgss_selects=$(pgss_calls 'SELECT abalance FROM pgbench_accounts')
     extra="\"pgss_set_calls\": $pgss_sets, \"pgss_select_calls\": $pgss_selects"
-    if [ "$target" = perseus ]; then
+    if [[ $target == perseus* ]]; then
         local sets1 outs1
-        sets1=$(perseus_counter perseus_search_path_sets_total)
-        outs1=$(perseus_counter perseus_checkouts_total)
+        sets1=$(perseus_counter "$target" perseus_search_path_sets_total)
+        outs1=$(perseus_counter "$target" perseus_checkouts_total)
         if [ -n "$sets0" ] && [ -n "$sets1" ] && [ -n "$outs0" ] && [ -n "$outs1" ] \
             && [ $((outs1 - outs0)) -gt 0 ]; then
             extra+=", \"search_path_sets\": $((sets1 - sets0)), \"checkouts\": $((outs1 - outs0))"
