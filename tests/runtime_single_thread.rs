@@ -1,0 +1,109 @@
+//! `WorkerThreads: 1` runs the daemon on tokio's single-threaded scheduler: the whole data
+//! path (logins with scrypt, waiting checkouts, cancels) must work with every task and the
+//! I/O driver on one thread, and no worker pool may be started beside it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::datapath::{Env, db_error, pool};
+use tokio_postgres::NoTls;
+
+/// Names of the daemon's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the daemon's threads");
+    dir.filter_map(|e| {
+        let path = e.ok()?.path().join("comm");
+        Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+    })
+    .collect()
+}
+
+fn workers(pid: u32) -> usize {
+    thread_names(pid)
+        .iter()
+        .filter(|n| n.as_str() == "perseus-worker")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_thread_serves_many_clients_over_a_small_pool() {
+    let env = Env::start_with(&["tenant_a", "tenant_b"], |c| {
+        c.pool = pool(2);
+        c.worker_threads = 1;
+    })
+    .await;
+    assert_eq!(
+        workers(env.perseus.pid()),
+        0,
+        "a worker pool was started: {:?}",
+        thread_names(env.perseus.pid())
+    );
+
+    // 16 clients of two tenants over 2 server connections: most checkouts wait for another
+    // client's release, and every login is verified (scrypt on the blocking pool, then the
+    // credential cache).
+    let mut tasks = Vec::new();
+    for i in 0..16usize {
+        let tenant = env.tenant(i % 2).clone();
+        let config = env.client_config(&tenant);
+        tasks.push(tokio::spawn(async move {
+            let (client, conn) = config.connect(NoTls).await.expect("log in");
+            tokio::spawn(conn);
+            for _ in 0..25 {
+                let v: i32 = client
+                    .query_one("SELECT v FROM t", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(v as usize, i % 2, "client {i} saw another tenant's row");
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("clients finished in time")
+            .expect("client task");
+    }
+
+    // A cancel reaches the query on whichever connection runs it.
+    let client = env.connect(env.tenant(0)).await;
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let r = client.simple_query("SELECT pg_sleep(30)").await.map(|_| ());
+        (client, r)
+    });
+    let observer = env.dest_super().await;
+    env.wait_backend(&observer, "active", "pg_sleep(30)").await;
+    token.cancel_query(NoTls).await.expect("send the cancel");
+    let (client, r) = tokio::time::timeout(Duration::from_secs(20), sleeper)
+        .await
+        .expect("the cancelled query returns")
+        .unwrap();
+    assert_eq!(db_error(&r.expect_err("cancelled")).0, "57014");
+    let v: i32 = client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 0);
+    assert!(!env.perseus.log().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_threads_start_a_worker_pool() {
+    let env = Env::start_with(&["tenant_a"], |c| c.worker_threads = 3).await;
+    let client = env.connect(env.tenant(0)).await;
+    let v: i32 = client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 0);
+    assert!(
+        workers(env.perseus.pid()) >= 3,
+        "fewer than 3 workers: {:?}",
+        thread_names(env.perseus.pid())
+    );
+}
