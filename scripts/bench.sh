@@ -24,10 +24,12 @@
 # of the main schema, 10), BENCH_TENANTS (tenant schemas, 50), BENCH_ACTIVE_TENANTS (pgbench
 # processes in the many-tenant run, 10), BENCH_TENANT_CLIENTS (clients each, 4),
 # BENCH_IDLE_CLIENTS (5000), BENCH_LOAD_CLIENTS (10000), BENCH_AUTH_CLIENTS (1000),
-# BENCH_WORKER_THREADS (Perseus's WorkerThreads; its default when unset),
-# BENCH_ALT_WORKER_THREADS (when set, a second Perseus with this WorkerThreads joins the
-# pgbench suite as target perseus-alt, interleaved with the others), BENCH_PROFILE_PGBENCH
-# (pgbench arguments of --profile, "-S -c 50 -j 2"), BENCH_PROFILE_SECS (15),
+# BENCH_WORKER_THREADS (WorkerThreads of target perseus; 1, single-threaded like PgBouncer;
+# "default" leaves the key out), BENCH_ALT_WORKER_THREADS (WorkerThreads of a second
+# Perseus, target perseus-alt, interleaved with the others in the pgbench suite; 0, the
+# daemon's default of one worker per CPU; "none" runs no second Perseus),
+# BENCH_PROFILE_PGBENCH (pgbench arguments of --profile, "-S -c 50 -j 2"),
+# BENCH_PROFILE_SECS (15),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 
@@ -64,6 +66,10 @@ done
 # Whether scenario $1 is to run: all of them unless BENCH_SCENARIOS names some.
 wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 ROUNDS=${BENCH_ROUNDS:-2}
+WORKERS=${BENCH_WORKER_THREADS:-1}
+[ "$WORKERS" = default ] && WORKERS=""
+ALT_WORKERS=${BENCH_ALT_WORKER_THREADS:-0}
+[ "$ALT_WORKERS" = none ] && ALT_WORKERS=""
 PGBENCH_SCALE=${BENCH_SCALE:-10}
 N_TENANTS=${BENCH_TENANTS:-50}
 N_ACTIVE=${BENCH_ACTIVE_TENANTS:-10}
@@ -170,7 +176,7 @@ PERSEUS_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 CONFIG="$WORK/perseus.json"
 perseus_config "$CONFIG" "$PERSEUS_PORT" "$METRICS_PORT" "$POOL" "$POOL" warn 20000 \
-    "${BENCH_WORKER_THREADS:-}"
+    "$WORKERS"
 perseus_migrate "$CONFIG" >/dev/null
 DEST_ENC=$(stack_encpass "$DEST_PASSWORD")
 for schema in bench "${TENANT_SCHEMAS[@]}"; do
@@ -186,12 +192,12 @@ for schema in "${TENANT_SCHEMAS[@]}"; do aliases+=("$schema=$schema:$((POOL / N_
 pgbouncer_start "$DEST_USER" "$DEST_PASSWORD" "$DEST_DB" "$POOL" "${aliases[@]}"
 
 TARGETS=(direct pgbouncer perseus)
-if [ "$SUITE" -eq 1 ] && [ -n "${BENCH_ALT_WORKER_THREADS:-}" ]; then
-    step "perseus-alt: a second daemon, WorkerThreads $BENCH_ALT_WORKER_THREADS, same tenants"
+if [ "$SUITE" -eq 1 ] && [ -n "$ALT_WORKERS" ]; then
+    step "perseus-alt: a second daemon, WorkerThreads $ALT_WORKERS, same tenants"
     ALT_PORT=$(free_port)
     ALT_METRICS_PORT=$(free_port)
     perseus_config "$WORK/perseus-alt.json" "$ALT_PORT" "$ALT_METRICS_PORT" "$POOL" "$POOL" warn \
-        20000 "$BENCH_ALT_WORKER_THREADS"
+        20000 "$ALT_WORKERS"
     main_pid=$PERSEUS_PID
     perseus_start "$WORK/perseus-alt.json" "$ALT_PORT" "$WORK/perseus-alt.log"
     ALT_PID=$PERSEUS_PID PERSEUS_PID=$main_pid
@@ -247,7 +253,7 @@ step "results"
 meta=$(python3 - "$STAMP" "$DURATION" "$ROUNDS" "$PGBENCH_SCALE" "$N_TENANTS" "$N_ACTIVE" \
     "$TENANT_CLIENTS" "$POOL" "$QUICK" "$(pgbouncer --version | sed -n 1p)" \
     "$("$BINDIR/postgres" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "${BENCH_WORKER_THREADS:-}" "${BENCH_ALT_WORKER_THREADS:-}" <<'PY'
+    "$WORKERS" "$([ "$SUITE" -eq 1 ] && echo "$ALT_WORKERS")" <<'PY'
 import json, os, sys
 a = sys.argv[1:]
 print(json.dumps({
