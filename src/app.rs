@@ -170,6 +170,9 @@ fn reload(
             if new.auth_limit != current.auth_limit {
                 tracing::warn!("AuthLimitSettings changed, needs restart");
             }
+            if new.worker_threads != current.worker_threads {
+                tracing::warn!("WorkerThreads changed, needs restart");
+            }
             let new = Arc::new(new);
             shared.registry.apply_config(new.clone(), server_tls);
             shared.admin.apply_config(new.clone());
@@ -248,8 +251,9 @@ pub async fn run(
     });
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
+    let runtime = runtime_label();
     for l in listeners {
-        tracing::info!(addr = %l.local_addr().map_err(AppError::Signals)?, "listening");
+        tracing::info!(addr = %l.local_addr().map_err(AppError::Signals)?, %runtime, "listening");
         tokio::spawn(accept_loop(
             l,
             shared.clone(),
@@ -341,4 +345,14 @@ pub async fn run(
     shared.registry.close_all();
     metrics_stop.cancel();
     Ok(())
+}
+
+/// How the async runtime runs (`WorkerThreads`), for the startup log: it is fixed until a
+/// restart.
+fn runtime_label() -> String {
+    let handle = tokio::runtime::Handle::current();
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "single-threaded".to_owned(),
+        _ => format!("{} worker threads", handle.metrics().num_workers()),
+    }
 }

@@ -227,7 +227,12 @@ pub fn init_tracing(log: &LogSettings) -> Result<LogLevelHandle, String> {
     let (filter, handle) = tracing_subscriber::reload::Layer::new(
         tracing_subscriber::filter::LevelFilter::from_level(level),
     );
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal: journald, Docker and log files get plain
+    // text that grep and log shippers read as written.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = if log.json {
         registry.with(fmt.json().flatten_event(true)).try_init()

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::daemon::wait_log;
 use support::datapath::{Env, db_error, pool};
 use tokio_postgres::NoTls;
 
@@ -92,6 +93,38 @@ async fn one_thread_serves_many_clients_over_a_small_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_is_logged_and_a_reload_cannot_change_it() {
+    let mut env = Env::start_with(&["tenant_a"], |c| c.worker_threads = 1).await;
+    assert!(
+        wait_log(&env.perseus, "runtime=single-threaded").await,
+        "startup log does not name the runtime:\n{}",
+        env.perseus.log()
+    );
+    // Written to a file, the log is plain text: no terminal colour codes around fields.
+    assert!(
+        !env.perseus.log().contains('\x1b'),
+        "colour codes in the log"
+    );
+    env.config.worker_threads = 4;
+    env.perseus.rewrite_config(&env.config);
+    env.perseus.send_signal(libc::SIGHUP);
+    assert!(
+        wait_log(&env.perseus, "WorkerThreads changed, needs restart").await,
+        "no restart warning:\n{}",
+        env.perseus.log()
+    );
+    assert!(wait_log(&env.perseus, "SIGHUP: configuration reloaded").await);
+    assert_eq!(workers(env.perseus.pid()), 0, "the reload started workers");
+    let client = env.connect(env.tenant(0)).await;
+    let v: i32 = client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_threads_start_a_worker_pool() {
     let env = Env::start_with(&["tenant_a"], |c| c.worker_threads = 3).await;
     let client = env.connect(env.tenant(0)).await;
@@ -105,5 +138,10 @@ async fn more_threads_start_a_worker_pool() {
         workers(env.perseus.pid()) >= 3,
         "fewer than 3 workers: {:?}",
         thread_names(env.perseus.pid())
+    );
+    assert!(
+        wait_log(&env.perseus, "runtime=3 worker threads").await,
+        "startup log does not name the runtime:\n{}",
+        env.perseus.log()
     );
 }
