@@ -63,19 +63,11 @@ fn auth_pool(cfg: &Config) -> Result<deadpool_postgres::Pool, AppError> {
         .map_err(|e| AppError::AuthPool(e.to_string()))
 }
 
-/// Binds one address; IPv6 sockets are v6-only so `:port` can bind both families side by side.
-fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
-    let err = |source| AppError::Listen { addr, source };
-    let domain = socket2::Domain::for_address(addr);
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(err)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true).map_err(err)?;
-    }
-    sock.set_reuse_address(true).map_err(err)?;
-    sock.set_nonblocking(true).map_err(err)?;
-    sock.bind(&addr.into()).map_err(err)?;
-    sock.listen(1024).map_err(err)?;
-    TcpListener::from_std(sock.into()).map_err(err)
+/// Binds one listening address; `defer_first_bytes` for PostgreSQL clients (see
+/// [`crate::net::listener::bind`]).
+fn bind(addr: SocketAddr, defer_first_bytes: bool) -> Result<TcpListener, AppError> {
+    crate::net::listener::bind(addr, defer_first_bytes)
+        .map_err(|source| AppError::Listen { addr, source })
 }
 
 async fn accept_loop(
@@ -210,11 +202,11 @@ pub async fn run(
         .metrics_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?
         .iter()
-        .map(|a| bind(*a))
+        .map(|a| bind(*a, false))
         .collect::<Result<Vec<_>, _>>()?;
     let listeners = addrs
         .iter()
-        .map(|a| bind(*a))
+        .map(|a| bind(*a, true))
         .collect::<Result<Vec<_>, _>>()?;
     let notifier = Notifier::from_env();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -1,6 +1,7 @@
-//! Network plumbing: the client TLS acceptor and its reloadable holder.
+//! Network plumbing: listening sockets, the client TLS acceptor and its reloadable holder.
 
 pub mod auth_db_tls;
+pub mod listener;
 pub mod tls;
 
 use std::sync::RwLock;

@@ -1,0 +1,106 @@
+//! Listening sockets, set up the way a pooler wants them before tokio takes them over.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+/// How long the kernel may hold a connection that has sent nothing before handing it over
+/// anyway, after which LoginTimeoutSecs applies as usual (PgBouncer holds 45 s too).
+const DEFER_ACCEPT_SECS: libc::c_int = 45;
+
+/// Binds one address; IPv6 sockets are v6-only so `:port` can bind both families side by
+/// side. With `defer_first_bytes` the kernel hands a connection over only once the client's
+/// first bytes are in: PostgreSQL clients speak first, so the accept and the startup packet
+/// take one wake-up instead of two, and a TCP probe that sends nothing never reaches us.
+pub fn bind(addr: SocketAddr, defer_first_bytes: bool) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    if defer_first_bytes && let Err(e) = defer_accept(&sock) {
+        // Only a saved wake-up is lost: connections are accepted as they come.
+        tracing::warn!(%addr, error = %e, "cannot set TCP_DEFER_ACCEPT");
+    }
+    TcpListener::from_std(sock.into())
+}
+
+#[cfg(target_os = "linux")]
+fn defer_accept(sock: &socket2::Socket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = DEFER_ACCEPT_SECS;
+    // SAFETY: the descriptor is a live socket owned by `sock`, and the option value is a
+    // c_int whose address and size are passed together.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_sock: &socket2::Socket) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A connection that has sent nothing is not handed over; one that has is, with its
+    /// bytes already readable.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn silent_connections_wait_in_the_kernel() {
+        let l = bind("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
+        assert!(
+            early.is_err(),
+            "a connection that sent nothing was accepted"
+        );
+
+        let mut talker = tokio::net::TcpStream::connect(addr).await.unwrap();
+        talker
+            .write_all(b"\0\0\0\x08\x04\xd2\x16\x2f")
+            .await
+            .unwrap();
+        let (s, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("a connection with data is accepted")
+            .unwrap();
+        // A plain non-blocking read, before any readiness event: the bytes are already there.
+        let mut s = s.into_std().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(std::io::Read::read(&mut s, &mut buf).unwrap(), 8);
+    }
+
+    #[tokio::test]
+    async fn without_deferral_a_silent_connection_is_accepted() {
+        let l = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("accepted at once")
+            .unwrap();
+    }
+}
