@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 
 /// How long the kernel may hold a connection that has sent nothing before handing it over
 /// anyway, after which LoginTimeoutSecs applies as usual (PgBouncer holds 45 s too).
+#[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: libc::c_int = 45;
 
 /// Binds one address; IPv6 sockets are v6-only so `:port` can bind both families side by
