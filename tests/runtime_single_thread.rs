@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::daemon::wait_log;
-use support::datapath::{Env, db_error, pool};
+use support::datapath::{Env, db_error, pool, tenant_index};
 use tokio_postgres::NoTls;
 
 /// Names of the daemon's threads, from /proc.
@@ -52,11 +52,7 @@ async fn one_thread_serves_many_clients_over_a_small_pool() {
             let (client, conn) = config.connect(NoTls).await.expect("log in");
             tokio::spawn(conn);
             for _ in 0..25 {
-                let v: i32 = client
-                    .query_one("SELECT v FROM t", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let v = tenant_index(&client).await;
                 assert_eq!(v as usize, i % 2, "client {i} saw another tenant's row");
             }
         }));
@@ -83,11 +79,7 @@ async fn one_thread_serves_many_clients_over_a_small_pool() {
         .expect("the cancelled query returns")
         .unwrap();
     assert_eq!(db_error(&r.expect_err("cancelled")).0, "57014");
-    let v: i32 = client
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v = tenant_index(&client).await;
     assert_eq!(v, 0);
     assert!(!env.perseus.log().contains("panicked"));
 }
@@ -116,11 +108,7 @@ async fn the_runtime_is_logged_and_a_reload_cannot_change_it() {
     assert!(wait_log(&env.perseus, "SIGHUP: configuration reloaded").await);
     assert_eq!(workers(env.perseus.pid()), 0, "the reload started workers");
     let client = env.connect(env.tenant(0)).await;
-    let v: i32 = client
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v = tenant_index(&client).await;
     assert_eq!(v, 0);
 }
 
@@ -128,11 +116,7 @@ async fn the_runtime_is_logged_and_a_reload_cannot_change_it() {
 async fn more_threads_start_a_worker_pool() {
     let env = Env::start_with(&["tenant_a"], |c| c.worker_threads = 3).await;
     let client = env.connect(env.tenant(0)).await;
-    let v: i32 = client
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v = tenant_index(&client).await;
     assert_eq!(v, 0);
     assert!(
         workers(env.perseus.pid()) >= 3,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use perseus::config::{Config, PoolOverride, ServerTlsSettings, SslMode};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use support::datapath::{db_error, options_for, pool};
+use support::datapath::{db_error, options_for, pool, tenant_index};
 use support::env::TenantEnv;
 use support::proc::{account_ids, is_root};
 use support::tenant::add_tenant;
@@ -207,7 +207,7 @@ async fn verify_full_with_the_test_ca_encrypts_and_serves() {
         backend_ssl(&a).await,
         "pg_stat_ssl says the server leg is plaintext"
     );
-    let v: i32 = a.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    let v = tenant_index(&a).await;
     assert_eq!(v, 0);
     // Extended protocol and a payload far larger than one TLS record, both ways.
     let big = "x".repeat(3 << 20);
@@ -368,11 +368,7 @@ async fn prefer_uses_tls_when_offered_and_falls_back_to_plaintext_otherwise() {
     );
     let plain = must_connect(&perseus, &specs[1]).await;
     assert!(!backend_ssl(&plain).await);
-    let v: i32 = plain
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v = tenant_index(&plain).await;
     assert_eq!(v, 7);
 }
 
@@ -483,7 +479,7 @@ async fn unusable_server_tls_settings_stop_the_start_and_are_refused_on_sighup()
     });
     assert!(refused.is_some(), "reload not refused:\n{}", perseus.log());
     assert!(perseus.log().contains("/nonexistent/other-bundle.pem"));
-    let v: i32 = c.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    let v = tenant_index(&c).await;
     assert_eq!(v, 0);
     let fresh = must_connect(&perseus, t).await;
     assert!(
@@ -532,11 +528,7 @@ async fn auth_db_over_verified_tls() {
     add_tenant(&auth, &world.moto.aws_settings(), &spec).await;
     let perseus = Perseus::start(&config);
     let client = must_connect(&perseus, &spec).await;
-    let v: i32 = client
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v = tenant_index(&client).await;
     assert_eq!(v, 0);
     // The pooler's auth-DB session really is TLS, as the server sees it.
     let tls_sessions: i64 = auth

@@ -62,6 +62,16 @@ pub fn pool(max_open: u32) -> PoolSettings {
     }
 }
 
+/// The tenant's index from its table `t` (every tenant schema has one), read through
+/// `client`; panics when the query fails.
+pub async fn tenant_index(client: &Client) -> i32 {
+    client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap_or_else(|e| panic!("SELECT v FROM t: {e}"))
+        .get(0)
+}
+
 pub struct Env {
     /// Auth DB, destination database and role, tenant schemas and rows (each schema has a
     /// table `t` holding the tenant's index).
