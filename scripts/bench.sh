@@ -198,6 +198,7 @@ if [ "$SUITE" -eq 1 ] && [ -n "$ALT_WORKERS" ]; then
     ALT_METRICS_PORT=$(free_port)
     perseus_config "$WORK/perseus-alt.json" "$ALT_PORT" "$ALT_METRICS_PORT" "$POOL" "$POOL" warn \
         20000 "$ALT_WORKERS"
+    # perseus_start records the daemon it starts in PERSEUS_PID; the first one stays there.
     main_pid=$PERSEUS_PID
     perseus_start "$WORK/perseus-alt.json" "$ALT_PORT" "$WORK/perseus-alt.log"
     ALT_PID=$PERSEUS_PID PERSEUS_PID=$main_pid
