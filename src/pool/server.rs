@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -51,6 +52,8 @@ pub struct ServerConn {
     /// Plain TCP or TLS, as ServerTLSSettings and the server decided.
     pub stream: ServerStream,
     pub rbuf: BytesMut,
+    /// The pooler's own commands (SET, RESET, reading settings back) are encoded here.
+    wbuf: BytesMut,
     pub addr: SocketAddr,
     pub backend_pid: i32,
     pub backend_secret: i32,
@@ -59,7 +62,7 @@ pub struct ServerConn {
     /// Settings we SET that the server does not report back, so they must be RESET for others.
     pub extra_settings: std::collections::BTreeSet<String>,
     /// The schema our last `SET search_path` installed; `None` when unknown.
-    pub schema: Option<String>,
+    pub schema: Option<Arc<str>>,
     /// The client settings map (shared by every client with the same settings) this
     /// connection was last found to carry: a checkout by a client holding the same map needs
     /// no comparison. Anything that changes `params` or `extra_settings` clears it.
@@ -158,6 +161,7 @@ impl ServerConn {
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
+            wbuf: BytesMut::new(),
             addr,
             backend_pid: 0,
             backend_secret: 0,
@@ -285,9 +289,13 @@ impl ServerConn {
     }
 
     async fn exec_inner(&mut self, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
-        let mut out = BytesMut::new();
+        // The connection's own buffer, kept between commands: a tenant switch allocates nothing.
+        let mut out = std::mem::take(&mut self.wbuf);
+        out.clear();
         frontend::query(sql, &mut out)?;
-        self.send(&out).await?;
+        let sent = self.send(&out).await;
+        self.wbuf = out;
+        sent?;
         let mut failure = None;
         let mut row = None;
         loop {
@@ -305,25 +313,35 @@ impl ServerConn {
                 }
                 continue;
             }
-            let frame = self.rbuf.split_to(h.frame_len);
-            let body = &frame[5..];
-            match h.tag {
-                b'S' => self.note_parameter(body),
-                b'D' if row.is_none() => row = Some(data_row(body)?),
+            if h.tag == b'S' {
+                let frame = self.rbuf.split_to(h.frame_len);
+                self.note_parameter(&frame[5..]);
+                continue;
+            }
+            // Read in place and then skipped: splitting the frame off would allocate.
+            let body = &self.rbuf[5..h.frame_len];
+            let idle = match h.tag {
+                b'D' if row.is_none() => {
+                    row = Some(data_row(body)?);
+                    None
+                }
                 b'E' => {
                     let (code, message) = parse_error_fields(body);
                     failure = Some(ServerError::Rejected { code, message });
+                    None
                 }
-                b'Z' => {
-                    return match failure {
-                        Some(e) => Err(e),
-                        None if body.first() == Some(&b'I') => Ok(row.unwrap_or_default()),
-                        None => Err(ServerError::Protocol(
-                            "pooler command left a transaction open".into(),
-                        )),
-                    };
-                }
-                _ => {}
+                b'Z' => Some(body.first() == Some(&b'I')),
+                _ => None,
+            };
+            self.rbuf.advance(h.frame_len);
+            if let Some(idle) = idle {
+                return match failure {
+                    Some(e) => Err(e),
+                    None if idle => Ok(row.unwrap_or_default()),
+                    None => Err(ServerError::Protocol(
+                        "pooler command left a transaction open".into(),
+                    )),
+                };
             }
         }
     }

@@ -24,9 +24,9 @@ pub fn error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
     put(&ErrorResponse::new(fields), out);
 }
 
-pub fn auth_cleartext(out: &mut BytesMut) {
-    put(&Authentication::CleartextPassword, out);
-}
+/// AuthenticationCleartextPassword, the same nine bytes for every login: written as they
+/// are, with no buffer to build.
+pub const AUTH_CLEARTEXT: &[u8] = b"R\0\0\0\x08\0\0\0\x03";
 
 pub fn auth_ok(out: &mut BytesMut) {
     put(&Authentication::Ok, out);
@@ -106,6 +106,13 @@ mod tests {
         let (code, msg) = parse_error_fields(&out[5..]);
         assert_eq!(code, "28P01");
         assert!(msg.starts_with("password authentication failed"));
+    }
+
+    #[test]
+    fn cleartext_request_is_what_pgwire_encodes() {
+        let mut theirs = BytesMut::new();
+        put(&Authentication::CleartextPassword, &mut theirs);
+        assert_eq!(AUTH_CLEARTEXT, &theirs[..]);
     }
 
     #[test]

@@ -16,9 +16,25 @@ pub const REPORTED_SETTABLE: &[&str] = &[
     "timezone",
 ];
 
+const SET_SEARCH_PATH: &str = "SET search_path TO ";
+
 /// `quote_ident` for any schema name: always quoted, so mixed case, spaces and quotes survive.
 pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut out = String::with_capacity(name.len() + 2);
+    push_ident(&mut out, name);
+    out
+}
+
+/// [`quote_ident`] appended to `out`.
+fn push_ident(out: &mut String, name: &str) {
+    out.push('"');
+    for (i, part) in name.split('"').enumerate() {
+        if i > 0 {
+            out.push_str("\"\"");
+        }
+        out.push_str(part);
+    }
+    out.push('"');
 }
 
 /// A standard-conforming string literal (no backslash escapes are interpreted).
@@ -39,8 +55,10 @@ pub fn plan(conn: &mut ServerConn, schema: &str, wanted: &Settings) -> Option<(S
     }
     let mut sql = String::new();
     if set_schema {
-        sql.push_str("SET search_path TO ");
-        sql.push_str(&quote_ident(schema));
+        // One allocation: the common case, a tenant switch, sends only this.
+        sql.reserve(SET_SEARCH_PATH.len() + schema.len() + 3);
+        sql.push_str(SET_SEARCH_PATH);
+        push_ident(&mut sql, schema);
         sql.push(';');
     }
     if !fits {
@@ -66,14 +84,14 @@ pub fn plan(conn: &mut ServerConn, schema: &str, wanted: &Settings) -> Option<(S
 /// normalised spelling of reported values, so the next comparison matches.
 pub async fn apply(
     conn: &mut ServerConn,
-    schema: &str,
+    schema: &Arc<str>,
     wanted: &mut Settings,
     sql: &str,
     limit: Duration,
 ) -> Result<(), ServerError> {
     conn.fitted = None;
     conn.exec(sql, "SET search_path", limit).await?;
-    conn.schema = Some(schema.to_owned());
+    conn.schema = Some(schema.clone());
     let stale: Vec<String> = conn
         .extra_settings
         .iter()
@@ -167,6 +185,8 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote_ident("My \"Schema\""), "\"My \"\"Schema\"\"\"");
+        assert_eq!(quote_ident("\"\""), "\"\"\"\"\"\"");
+        assert_eq!(quote_ident("plain"), "\"plain\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

@@ -192,11 +192,6 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
     let key = DestKey::from_row(&row.dest_host, &row.dest_db, &row.dest_user)
         .map_err(crate::pool::RouteError::from)?;
     let pool = shared.registry.pool_for(key, &row.dest_pass_enc).await?;
-    let mut state = ClientState {
-        schema: id.schema.clone(),
-        max_message: shared.max_message,
-        ..Default::default()
-    };
     // A checkout learns the server's parameters (first login to a destination) and proves
     // other settings valid. Logins that only set reported parameters (what psql, pgbench and
     // drivers send) skip it once the parameters are known: reconnect storms cost no checkout.
@@ -206,40 +201,20 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         .keys()
         .all(|k| REPORTED_SETTABLE.contains(&k.as_str()));
     let quick = known && only_reported;
-    match quick.then(|| pool.settings_asked(&id.settings)).flatten() {
+    let state = match quick.then(|| pool.settings_asked(&id.settings)).flatten() {
         Some(map) => {
-            state.wanted = Settings::from_shared(map);
-            // Not kept for the session: the map above holds them.
+            // Not kept for the session: the map holds them.
             id.settings = Default::default();
+            ClientState::new(
+                id.schema.clone(),
+                shared.max_message,
+                Settings::from_shared(map),
+            )
         }
-        None => {
-            let asked = quick.then(|| id.settings.clone());
-            let mut conn = if quick {
-                None
-            } else {
-                Some(pool.checkout(&state.schema).await.0?)
-            };
-            for (k, v) in pool.startup_params() {
-                if REPORTED_SETTABLE.contains(&k.as_str()) {
-                    state.wanted.insert(k.clone(), v.clone());
-                }
-            }
-            // Moved, not cloned: `id` lives as long as the session and needs them no more.
-            state.wanted.extend(std::mem::take(&mut id.settings));
-            if let Some(mut c) = conn.take() {
-                let ready = prepare(&pool, &mut c, &mut state).await;
-                pool.release(c, ready.is_ok());
-                ready?;
-            }
-            // Clients wanting the same settings share one map, so a connection fitted to one
-            // of them is known to fit the others without comparing settings.
-            state.wanted = Settings::from_shared(pool.intern_settings(state.wanted.shared()));
-            if let Some(asked) = asked {
-                pool.remember_asked(asked, state.wanted.shared().clone());
-            }
-        }
-    }
-    state.startup_wanted = state.wanted.clone();
+        // Boxed: the rare path (a destination's first login, settings beyond the reported
+        // ones) should not size every login's state.
+        None => Box::pin(fit_settings(&pool, &mut id, quick, shared.max_message)).await?,
+    };
     // Boxed: it lives as long as the session, and inline it would be stored twice in the
     // session's state (as this function's result and as the session's own).
     Ok(Some(Box::new(Login {
@@ -248,6 +223,44 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
         pool,
         state,
     })))
+}
+
+/// The session settings of a login the memo of asked settings does not answer: the
+/// server's reported parameters with the client's own on top, proved on a checked-out
+/// connection unless `quick` (only reported parameters, already known).
+async fn fit_settings(
+    pool: &DestPool,
+    id: &mut ClientIdentity,
+    quick: bool,
+    max_message: usize,
+) -> Result<ClientState, ClientError> {
+    let mut state = ClientState::new(id.schema.clone(), max_message, Settings::default());
+    let asked = quick.then(|| id.settings.clone());
+    let mut conn = if quick {
+        None
+    } else {
+        Some(pool.checkout(&state.schema).await.0?)
+    };
+    for (k, v) in pool.startup_params() {
+        if REPORTED_SETTABLE.contains(&k.as_str()) {
+            state.wanted.insert(k.clone(), v.clone());
+        }
+    }
+    // Moved, not cloned: `id` lives as long as the session and needs them no more.
+    state.wanted.extend(std::mem::take(&mut id.settings));
+    if let Some(mut c) = conn.take() {
+        let ready = prepare(pool, &mut c, &mut state).await;
+        pool.release(c, ready.is_ok());
+        ready?;
+    }
+    // Clients wanting the same settings share one map, so a connection fitted to one of
+    // them is known to fit the others without comparing settings.
+    state.wanted = Settings::from_shared(pool.intern_settings(state.wanted.shared()));
+    if let Some(asked) = asked {
+        pool.remember_asked(asked, state.wanted.shared().clone());
+    }
+    state.startup_wanted = state.wanted.clone();
+    Ok(state)
 }
 
 /// Brings a checked-out connection to the client's schema and settings.

@@ -19,7 +19,7 @@ use crate::proto::{ProtoError, frontend, sql};
 
 /// The parts of a server connection the scanners read and update.
 pub struct ServerView<'a> {
-    pub schema: &'a mut Option<String>,
+    pub schema: &'a mut Option<Arc<str>>,
     pub params: &'a mut HashMap<String, String>,
     /// Cleared whenever `params` changes (see `ServerConn::fitted`).
     pub fitted: &'a mut Option<crate::pool::server::FittedSettings>,

@@ -8,7 +8,7 @@ use crate::proto::frame::test_frame as frame;
 struct Fixture {
     t: TxnState,
     st: ClientState,
-    schema: Option<String>,
+    schema: Option<std::sync::Arc<str>>,
     params: HashMap<String, String>,
     fitted: Option<crate::pool::server::FittedSettings>,
     prepared: PreparedSet,

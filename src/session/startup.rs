@@ -65,9 +65,7 @@ pub async fn read_password<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Option<Vec<u8>>, ClientError> {
-    let mut out = BytesMut::new();
-    backend::auth_cleartext(&mut out);
-    if s.write_all(&out).await.is_err() {
+    if s.write_all(backend::AUTH_CLEARTEXT).await.is_err() {
         return Ok(None);
     }
     loop {

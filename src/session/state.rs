@@ -31,6 +31,26 @@ pub struct ClientState {
     pub refuse_pinning: bool,
 }
 
+impl ClientState {
+    /// A freshly logged-in client wanting `wanted`, which is also what RESET ALL returns to.
+    /// Every field is spelled out: `..Default::default()` would build (and drop) two empty
+    /// settings maps per login.
+    pub fn new(schema: Arc<str>, max_message: usize, wanted: Settings) -> ClientState {
+        ClientState {
+            schema,
+            startup_wanted: wanted.clone(),
+            wanted,
+            stmts: HashMap::new(),
+            unnamed: None,
+            pinned: None,
+            touched: Default::default(),
+            reset_all: false,
+            max_message,
+            refuse_pinning: false,
+        }
+    }
+}
+
 /// Session settings by lower-case name, shared copy-on-write: right after login a client's
 /// `wanted` and `startup_wanted` are one map, and most clients never change a setting, so
 /// an idle client holds one copy instead of two. Reads go through `Deref`; any mutable use

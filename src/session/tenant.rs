@@ -110,6 +110,20 @@ fn setting_name(name: &str) -> String {
         .collect()
 }
 
+/// Whether `name`, as given in `options`, is `setting` (see [`setting_name`]), without
+/// building the normalised name.
+fn names_setting(name: &str, setting: &str) -> bool {
+    name.len() == setting.len()
+        && name.bytes().zip(setting.bytes()).all(|(a, b)| {
+            let a = if a == b'-' {
+                b'_'
+            } else {
+                a.to_ascii_lowercase()
+            };
+            a == b
+        })
+}
+
 /// A schema named in a search_path value: a double-quoted identifier is unquoted, otherwise as given.
 fn schema_from(value: &str) -> Cow<'_, str> {
     let v = value.trim();
@@ -145,11 +159,10 @@ pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
     let mut settings = BTreeMap::new();
     let mut from_options = None;
     option_settings(get("options").unwrap_or(""), |name, value| {
-        let name = setting_name(name);
-        if name == "search_path" {
-            from_options = Some(schema_from(value).into_owned());
+        if names_setting(name, "search_path") {
+            from_options = Some(Arc::<str>::from(&*schema_from(value)));
         } else {
-            settings.insert(name, value.to_owned());
+            settings.insert(setting_name(name), value.to_owned());
         }
     });
     let from_param = get("schema_search_path")
@@ -157,9 +170,11 @@ pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
         .map(schema_from)
         .filter(|s| !s.is_empty());
     let schema: Arc<str> = match (from_param, from_options) {
-        (Some(a), Some(b)) if *a != *b => return Err(TenantError::Conflict(a.into_owned(), b)),
+        (Some(a), Some(b)) if *a != *b => {
+            return Err(TenantError::Conflict(a.into_owned(), b.to_string()));
+        }
         (Some(a), _) => a.into(),
-        (None, Some(b)) if !b.is_empty() => b.into(),
+        (None, Some(b)) if !b.is_empty() => b,
         _ => return Err(TenantError::NoSchema),
     };
     for (k, v) in params.iter() {
@@ -270,6 +285,17 @@ mod tests {
         assert_eq!(id.settings.get("work_mem").unwrap(), "1MB");
         assert_eq!(id.settings.get("x").unwrap(), "1=2");
         assert_eq!(&*id.schema, "a\"b");
+    }
+
+    #[test]
+    fn a_setting_is_recognised_in_any_spelling() {
+        for name in ["search_path", "Search-Path", "SEARCH_PATH", "search-path"] {
+            assert!(names_setting(name, "search_path"), "{name}");
+            assert_eq!(setting_name(name), "search_path");
+        }
+        for name in ["search_paths", "searchpath", "search_pat", ""] {
+            assert!(!names_setting(name, "search_path"), "{name}");
+        }
     }
 
     #[test]
