@@ -89,11 +89,17 @@ fn start_daemon(env: &TenantEnv, dir: &std::path::Path) -> (u16, std::thread::Jo
                 .expect("the daemon ran and stopped cleanly");
         })
         .expect("start the daemon thread");
+    // A daemon that failed to start (its port taken meanwhile) ends its thread: no waiting.
     let up = poll(Duration::from_secs(30), Duration::from_millis(20), || {
-        port_accepts(port).then_some(())
+        if daemon.is_finished() {
+            Some(false)
+        } else {
+            port_accepts(port).then_some(true)
+        }
     });
-    assert!(
-        up.is_some(),
+    assert_eq!(
+        up,
+        Some(true),
         "the in-process daemon did not listen on {port}"
     );
     (port, daemon)
