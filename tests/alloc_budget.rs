@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::datapath::simple_rows;
+use support::datapath::{client_config, simple_rows};
 use support::env::TenantEnv;
 use support::{free_port_pair, poll, port_accepts};
 use tokio_postgres::{Client, NoTls};
@@ -105,19 +105,6 @@ fn start_daemon(env: &TenantEnv, dir: &std::path::Path) -> (u16, std::thread::Jo
     (port, daemon)
 }
 
-fn client_config(env: &TenantEnv, port: u16, i: usize) -> tokio_postgres::Config {
-    let t = &env.tenants[i];
-    let mut c = tokio_postgres::Config::new();
-    c.host("127.0.0.1")
-        .port(port)
-        .user(&t.source_user)
-        .password(&t.password)
-        .dbname(&t.source_db)
-        .options(support::datapath::tenant_options(t))
-        .connect_timeout(Duration::from_secs(20));
-    c
-}
-
 async fn connect(config: &tokio_postgres::Config) -> Client {
     let (client, conn) = config.connect(NoTls).await.expect("log in through perseus");
     tokio::spawn(conn);
@@ -147,8 +134,8 @@ async fn forwarding_allocates_nothing_per_transaction_and_a_login_little() {
     let (port, daemon) = start_daemon(&env, dir.path());
 
     // Two tenants of one destination database: they share its pool.
-    let a = connect(&client_config(&env, port, 0)).await;
-    let b = connect(&client_config(&env, port, 1)).await;
+    let a = connect(&client_config(port, &env.tenants[0])).await;
+    let b = connect(&client_config(port, &env.tenants[1])).await;
     let sa = a.prepare("SELECT v FROM t").await.unwrap();
     let sb = b.prepare("SELECT v FROM t").await.unwrap();
     // Warm-up: buffers reach their working size, the pool its connections, each statement is
@@ -208,7 +195,7 @@ async fn forwarding_allocates_nothing_per_transaction_and_a_login_little() {
     );
 
     // Logins with the credential cache warm: connect, one query, leave.
-    let config = client_config(&env, port, 0);
+    let config = client_config(port, &env.tenants[0]);
     connect(&config)
         .await
         .simple_query("SELECT 1")

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use crate::support::datapath::tenant_options;
+pub use crate::support::datapath::client_config;
 use crate::support::tenant::{add_tenant, apply_migrations, create_schema};
 use crate::support::{Moto, PgCluster, TenantSpec, quote_ident, unique_name};
 
@@ -105,19 +105,6 @@ impl<'a> World<'a> {
     pub fn config(&self) -> Config {
         crate::support::perseus::config(self.auth, &self.auth_db, self.moto)
     }
-}
-
-/// A tokio-postgres config that reaches `t` through perseus on `port`.
-pub fn client_config(port: u16, t: &TenantSpec) -> tokio_postgres::Config {
-    let mut c = tokio_postgres::Config::new();
-    c.host("127.0.0.1")
-        .port(port)
-        .user(&t.source_user)
-        .password(&t.password)
-        .dbname(&t.source_db)
-        .options(tenant_options(t))
-        .connect_timeout(Duration::from_secs(20));
-    c
 }
 
 /// Connects through perseus; the error is returned for the test to look at.

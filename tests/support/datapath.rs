@@ -72,6 +72,19 @@ pub async fn tenant_index(client: &Client) -> i32 {
         .get(0)
 }
 
+/// A tokio-postgres config that logs in as `t` through perseus on 127.0.0.1:`port`.
+pub fn client_config(port: u16, t: &TenantSpec) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(port)
+        .user(&t.source_user)
+        .password(&t.password)
+        .dbname(&t.source_db)
+        .options(tenant_options(t))
+        .connect_timeout(Duration::from_secs(20));
+    c
+}
+
 pub struct Env {
     /// Auth DB, destination database and role, tenant schemas and rows (each schema has a
     /// table `t` holding the tenant's index).
@@ -131,15 +144,7 @@ impl Env {
 
     /// A tokio-postgres config that reaches `t` through perseus.
     pub fn client_config(&self, t: &TenantSpec) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host("127.0.0.1")
-            .port(self.perseus.port())
-            .user(&t.source_user)
-            .password(&t.password)
-            .dbname(&t.source_db)
-            .options(tenant_options(t))
-            .connect_timeout(Duration::from_secs(20));
-        c
+        client_config(self.perseus.port(), t)
     }
 
     /// Connects as `t` through perseus; panics with perseus's log when it cannot.
