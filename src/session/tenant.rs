@@ -99,29 +99,24 @@ fn option_settings(options: &str, mut each: impl FnMut(&str, &str)) {
 
 /// A setting's name as the server knows it: lower case, dashes as underscores.
 fn setting_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '-' {
-                '_'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
+    setting_chars(name).collect()
 }
 
 /// Whether `name`, as given in `options`, is `setting` (see [`setting_name`]), without
 /// building the normalised name.
 fn names_setting(name: &str, setting: &str) -> bool {
-    name.len() == setting.len()
-        && name.bytes().zip(setting.bytes()).all(|(a, b)| {
-            let a = if a == b'-' {
-                b'_'
-            } else {
-                a.to_ascii_lowercase()
-            };
-            a == b
-        })
+    setting_chars(name).eq(setting.chars())
+}
+
+/// The characters of [`setting_name`], one rule for both uses.
+fn setting_chars(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars().map(|c| {
+        if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    })
 }
 
 /// A schema named in a search_path value: a double-quoted identifier is unquoted, otherwise as given.
