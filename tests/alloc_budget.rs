@@ -2,6 +2,7 @@
 //! the daemon's own thread (the daemon runs in this process on a single-threaded runtime),
 //! so a change that adds an allocation per forwarded message fails here, not in a benchmark.
 
+#[path = "integration/support/mod.rs"]
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -25,7 +25,7 @@ apt_install() {
 }
 
 # The directory with initdb/pg_ctl/postgres: `pg_config --bindir`, else Debian's location
-# for PostgreSQL 15 (the same search as tests/support/pg.rs).
+# for PostgreSQL 15 (the same search as tests/integration/support/pg.rs).
 pg_bindir() {
     local dir
     dir=$(pg_config --bindir 2>/dev/null || true)

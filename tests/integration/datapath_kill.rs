@@ -2,7 +2,7 @@
 //! COPY) never leave their transaction on a pooled server connection, and what they wrote is
 //! not committed.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! The test harness itself works: real clusters with SCRAM over TCP, several at once,
 //! outages, the KMS emulator, and clean-up when a test process dies without unwinding.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -201,6 +201,13 @@ async fn moto_answers_and_makes_kms_keys() {
 /// Set in the child process of the test below: start fixtures, report, then die hard.
 const CHILD_ENV: &str = "PERSEUS_HARNESS_ABORT_CHILD";
 
+/// This test's name as the harness knows it: its module path without the crate's name.
+fn own_test_name() -> String {
+    let module = module_path!();
+    let module = module.split_once("::").map_or(module, |(_, rest)| rest);
+    format!("{module}::fixtures_of_a_process_that_dies_are_cleaned_up")
+}
+
 #[test]
 fn fixtures_of_a_process_that_dies_are_cleaned_up() {
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -219,11 +226,7 @@ fn fixtures_of_a_process_that_dies_are_cleaned_up() {
 
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "fixtures_of_a_process_that_dies_are_cleaned_up",
-            "--nocapture",
-        ])
+        .args(["--exact", &own_test_name(), "--nocapture"])
         .env(CHILD_ENV, "1")
         .output()
         .expect("run the child test process");

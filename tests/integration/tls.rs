@@ -1,7 +1,7 @@
 //! Client TLS: with Mode=require, psql over TLS works and plaintext is refused before any
 //! password is sent; with Mode=allow both work.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

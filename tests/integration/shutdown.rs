@@ -2,7 +2,7 @@
 //! clients 57P01 at once and exits 0; ShutdownTimeoutSecs bounds a stuck transaction; SIGINT
 //! and a second SIGTERM do not wait.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,8 @@
 //! stopped under load and started again. Clients get errors during the outage, never wait past
 //! the pool's timeouts, and the pool heals by itself when the server returns.
 
-mod support;
-#[path = "resilience/world.rs"]
-mod world;
+use crate::support;
+use crate::world;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,8 @@
 //! Test harness shared by the integration tests: real PostgreSQL clusters, a KMS emulator,
 //! tenant rows and the `perseus` daemon as a child process.
 //!
-//! Each test binary includes this with `mod support;`. Not every binary uses every helper.
+//! The integration binary declares it as `mod support;` and `alloc_budget.rs` by its path. Not
+//! every test uses every helper.
 //!
 //! Fixture lifetime: `shared_pg()` / `shared_moto()` start a fixture once per test
 //! *process* and keep it in a static. Under `cargo test` that is once per test binary;

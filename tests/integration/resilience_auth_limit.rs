@@ -2,7 +2,7 @@
 //! address refused (28000, before any password is asked for) whatever it tries, other
 //! addresses are untouched, and the block lifts by itself when the window passes.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Login through perseus: schema names that need quoting, and the documented errors for bad
 //! credentials and incomplete startup packets.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! their own schemas of one destination database, many interleaved clients, thousands of
 //! transactions, and clients that point search_path elsewhere on purpose.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! requests with made-up keys, and slowloris connections. None may crash perseus, none may
 //! hold a connection past LoginTimeoutSecs before login, and a normal tenant is served after.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

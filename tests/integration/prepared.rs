@@ -1,7 +1,7 @@
 //! Named prepared statements in transaction mode: kept per client, prepared lazily on
 //! whichever server connection a transaction lands on, never shared between tenants.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

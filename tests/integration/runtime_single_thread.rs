@@ -2,7 +2,7 @@
 //! path (logins with scrypt, waiting checkouts, cancels) must work with every task and the
 //! I/O driver on one thread, and no worker pool may be started beside it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! an operator applies it with psql or with `perseus --migrate`, and applying it again
 //! changes nothing.
 
-mod support;
+use crate::support;
 
 use support::{perseus, shared_pg, tenant, unique_name};
 

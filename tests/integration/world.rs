@@ -2,7 +2,7 @@
 //! a fixture of its own (so one can be stopped while the others keep running), plus a switchable
 //! TCP relay that makes a service vanish and come back on the same address.
 //!
-//! Included by the resilience test binaries with `#[path = "resilience/world.rs"] mod world;`.
+//! Used by the resilience tests as `crate::world`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

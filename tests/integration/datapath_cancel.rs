@@ -1,7 +1,7 @@
 //! CancelRequest through perseus: the key perseus gave a client cancels that client's query on
 //! whichever server connection runs it; any other key is ignored.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Many tokio-postgres clients over a pool smaller than the client count: simple and extended
 //! protocol, pipelined requests, transactions that must stay on one server connection.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

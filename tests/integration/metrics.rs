@@ -1,7 +1,7 @@
 //! The operator's view of a running daemon: Prometheus metrics under the Go daemon's names for
 //! a live pool, `/health` following the auth DB, and systemd readiness notifications.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;

@@ -2,9 +2,8 @@
 //! in on its last good row, an unseen tenant fails within AuthQueryTimeoutSecs with 08001,
 //! and everything heals when the auth DB returns; a deleted row takes effect within the TTL.
 
-mod support;
-#[path = "resilience/world.rs"]
-mod world;
+use crate::support;
+use crate::world;
 
 use std::time::{Duration, Instant};
 

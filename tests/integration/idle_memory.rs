@@ -4,7 +4,7 @@
 //! warms everything shared: credential cache, pools, runtime and allocator structures) and
 //! holding a second, larger batch on top of it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! A third driver through Perseus: psycopg 3 with server-side prepared statements forced
 //! (prepare_threshold=0), two tenants on one server connection, many transactions.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

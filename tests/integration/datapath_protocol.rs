@@ -3,7 +3,7 @@
 //! protocol in any order (Flush, Describe before Bind, pipelined batches with an error), and
 //! named prepared statements that never run on the wrong connection.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Real libpq clients through perseus: psql (including `\copy` both ways and NOTICEs) and
 //! pgbench in simple and extended mode with more clients than server connections.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Output, Stdio};

@@ -3,7 +3,7 @@
 //! disconnects a tenant's clients, RELOAD applies a good file and refuses a bad one, and
 //! unknown commands and bad logins are refused properly.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

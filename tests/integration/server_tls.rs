@@ -3,7 +3,7 @@
 //! verify-full with the right CA serves, a wrong CA or host name fails with 08001 and a log
 //! line, per-destination overrides and SIGHUP apply, prefer falls back to plaintext.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! connections without failing a transaction, growing it releases waiting clients, and a broken
 //! configuration is refused while serving goes on.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

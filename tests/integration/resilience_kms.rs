@@ -3,9 +3,8 @@
 //! decrypted before the outage keeps working; a new one fails clearly and, once KMS is back,
 //! is retried rather than remembered as a failure.
 
-mod support;
-#[path = "resilience/world.rs"]
-mod world;
+use crate::support;
+use crate::world;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Session state in transaction mode: a client's SETs follow it across server connections and
 //! never reach another client; what cannot be replayed pins the client to its connection.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the dead connection out again, the victim is told why (the server's 57P01, then 08006), and
 //! it can log in again and carry on.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! End-to-end smoke: two tenants in one destination database through a running perseus.
 
-mod support;
+use crate::support;
 
 use support::Perseus;
 use support::env::TenantEnv;
