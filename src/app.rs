@@ -269,9 +269,10 @@ pub async fn run(
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut scratch = Vec::new();
             loop {
                 tick.tick().await;
-                shared.registry.reap_all();
+                shared.registry.reap_all(&mut scratch);
             }
         })
     };

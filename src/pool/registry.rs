@@ -138,8 +138,12 @@ impl Registry {
         }
     }
 
-    pub fn reap_all(&self) {
-        for pool in self.pools() {
+    /// Reaps every pool. `scratch` is the caller's to keep between calls, so a periodic
+    /// reaper allocates nothing per tick; pools are reaped outside the registry lock.
+    pub fn reap_all(&self, scratch: &mut Vec<Arc<DestPool>>) {
+        scratch.clear();
+        scratch.extend(self.pools.lock().expect("registry lock").values().cloned());
+        for pool in scratch.drain(..) {
             pool.reap();
         }
     }
