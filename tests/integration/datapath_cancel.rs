@@ -111,17 +111,7 @@ async fn unknown_cancel_keys_are_ignored() {
     let a = env.tenant(0);
     let port = env.perseus.port();
     let mut w = Wire::connect(port).await;
-    let key = w
-        .login(
-            &[
-                ("user", &a.source_user),
-                ("database", &a.source_db),
-                ("schema_search_path", &a.source_schema),
-            ],
-            &a.password,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    let key = w.login_tenant(a).await;
 
     // A cancel while the client is idle does nothing to its next query.
     send_cancel(port, key).await;

@@ -158,16 +158,7 @@ async fn client_gone_during_copy_from_stdin() {
     let observer = env.dest_super().await;
     let a = env.tenant(0);
     let mut w = Wire::connect(env.perseus.port()).await;
-    w.login(
-        &[
-            ("user", &a.source_user),
-            ("database", &a.source_db),
-            ("schema_search_path", &a.source_schema),
-        ],
-        &a.password,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    w.login_tenant(a).await;
     let mut buf = BytesMut::new();
     frontend::query("COPY k (x) FROM STDIN", &mut buf).unwrap();
     w.send(&buf).await;

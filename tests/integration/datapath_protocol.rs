@@ -267,16 +267,7 @@ async fn extended_protocol_in_any_order_and_function_call() {
     });
     let a = env.tenant(0);
     let mut w = Wire::connect(env.perseus.port()).await;
-    w.login(
-        &[
-            ("user", &a.source_user),
-            ("database", &a.source_db),
-            ("schema_search_path", &a.source_schema),
-        ],
-        &a.password,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    w.login_tenant(a).await;
 
     // Parse/Bind/Describe/Execute then Flush: answers come before any Sync, and the
     // connection stays ours until the Sync.

@@ -197,16 +197,7 @@ async fn the_killed_client_is_told_why() {
     let env = setup().await;
     let a = env.tenant(0).clone();
     let mut w = support::wire::Wire::connect(env.perseus.port()).await;
-    w.login(
-        &[
-            ("user", &a.source_user),
-            ("database", &a.source_db),
-            ("schema_search_path", &a.source_schema),
-        ],
-        &a.password,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("login: {}", e.message()));
+    w.login_tenant(&a).await;
     w.query("BEGIN").await;
     let msgs = w.query("SELECT pg_backend_pid()").await;
     let pid: i32 = msgs
