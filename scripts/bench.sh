@@ -30,7 +30,8 @@
 # daemon's default of one worker per CPU; "none" runs no second Perseus),
 # BENCH_PROFILE_PGBENCH (pgbench arguments of --profile, "-S -c 50 -j 2"),
 # BENCH_PROFILE_SECS (15),
-# KEEP=1 keeps the work directory.
+# PERSEUS_BIN_DIR (binaries already built, e.g. target/debug for a smoke run; unset, release
+# binaries are built), KEEP=1 keeps the work directory.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -129,11 +130,7 @@ if [ "$PROFILE" -eq 1 ]; then
     command -v valgrind >/dev/null 2>&1 || apt_install valgrind
 fi
 
-step "building perseus, genhash, encpass (release)"
-cargo build --release --locked --workspace --bins
-for bin in perseus genhash encpass; do
-    [ -x "target/release/$bin" ] || die "target/release/$bin was not built"
-done
+stack_build
 
 stack_workdir perseus-bench
 step "PostgreSQL (pg_stat_statements on)"

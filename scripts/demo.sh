@@ -6,6 +6,7 @@
 #
 #   scripts/demo.sh            build (release) and run
 #   KEEP=1 scripts/demo.sh     leave the work directory for a look afterwards
+#   PERSEUS_BIN_DIR=target/debug scripts/demo.sh   use binaries already built there
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,11 +31,7 @@ step "prerequisites"
 ensure_postgres
 ensure_moto
 
-step "building perseus, genhash, encpass (release)"
-cargo build --release --locked --workspace --bins
-for bin in perseus genhash encpass; do
-    [ -x "target/release/$bin" ] || die "target/release/$bin was not built"
-done
+stack_build
 
 stack_workdir perseus-demo
 

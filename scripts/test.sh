@@ -30,6 +30,23 @@ profile=default
 step "doc tests"
 cargo test --workspace --doc --locked --quiet
 
+# The README's demo and the benchmark's smoke mode, on the debug binaries (scrypt is optimised
+# in that profile too), so the scripts a newcomer and the performance work rely on keep
+# working. Speed is not judged: only that every step of each ran and answered correctly.
+step "scripts/demo.sh and scripts/bench.sh --quick (smoke, debug binaries)"
+cargo build --workspace --bins --locked --quiet
+mkdir -p .tmp
+PERSEUS_BIN_DIR=target/debug scripts/demo.sh >.tmp/demo.log 2>&1 \
+    || { tail -40 .tmp/demo.log >&2; die "scripts/demo.sh failed (output above)"; }
+grep -q '^demo passed' .tmp/demo.log || die "scripts/demo.sh did not say 'demo passed'"
+echo "demo passed" >&2
+PERSEUS_BIN_DIR=target/debug scripts/bench.sh --quick >.tmp/bench.log 2>&1 \
+    || { tail -40 .tmp/bench.log >&2; die "scripts/bench.sh --quick failed (output above)"; }
+bench_result=$(sed -n 's/^results: \([^ ]*\.json\) .*/\1/p' .tmp/bench.log)
+[ -n "$bench_result" ] || die "scripts/bench.sh --quick named no results file"
+scripts/bench/check_smoke.py "$bench_result"
+rm -f .tmp/demo.log .tmp/bench.log
+
 # Last, so its summary line closes the output.
 step "cargo nextest run (profile $profile)"
 cargo nextest run --workspace --locked --profile "$profile"

@@ -119,7 +119,7 @@ callgrind_perseus() {
     step "profile: perseus under callgrind (collection starts after the warm-up)"
     perseus_stop
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-        target/release/perseus --config "$CONFIG" >"$WORK/perseus-callgrind.log" 2>&1 </dev/null &
+        "$PERSEUS_BIN_DIR"/perseus --config "$CONFIG" >"$WORK/perseus-callgrind.log" 2>&1 </dev/null &
     PERSEUS_PID=$!
     wait_port "$PERSEUS_PORT" 120 "$PERSEUS_PID" \
         || die "perseus under valgrind did not listen: $(tail -5 "$WORK/perseus-callgrind.log")"

@@ -6,7 +6,12 @@
 # State lives in these globals (empty until set): WORK, BINDIR, PG_PORT,
 # PG_SUPER_PASSWORD, MOTO_PID, AWS_ID, AWS_SECRET, AWS_REGION, AWS_ENDPOINT, KEY_ARN,
 # PERSEUS_PID. Call stack_stop_all from the EXIT trap.
+#
+# PERSEUS_BIN_DIR names a directory with perseus, genhash and encpass already built (the
+# test command's smoke runs use the debug build in target/debug); unset, stack_build makes
+# release binaries in target/release.
 
+PERSEUS_BIN_DIR=${PERSEUS_BIN_DIR:-}
 WORK=""
 BINDIR=""
 PG_PORT=""
@@ -14,6 +19,21 @@ PG_SUPER_PASSWORD=""
 MOTO_PID=""
 PERSEUS_PID=""
 AWS_ID="" AWS_SECRET="" AWS_REGION="" AWS_ENDPOINT="" KEY_ARN=""
+
+# Makes perseus, genhash and encpass ready in $PERSEUS_BIN_DIR: built in release mode when
+# it was not given.
+stack_build() {
+    if [ -z "$PERSEUS_BIN_DIR" ]; then
+        step "building perseus, genhash, encpass (release)"
+        cargo build --release --locked --workspace --bins
+        PERSEUS_BIN_DIR=target/release
+    fi
+    local bin
+    for bin in perseus genhash encpass; do
+        [ -x "$PERSEUS_BIN_DIR/$bin" ] || die "$PERSEUS_BIN_DIR/$bin was not built"
+    done
+    echo "binaries: $PERSEUS_BIN_DIR" >&2
+}
 
 # A work directory the postgres account can use (its parents must be traversable).
 stack_workdir() {
@@ -111,7 +131,7 @@ PY
 # Encrypts a destination password with the stack's KMS key (prints the base64 blob).
 stack_encpass() {
     local enc
-    enc=$(target/release/encpass -access_key_id "$AWS_ID" -secret_access_key "$AWS_SECRET" \
+    enc=$("$PERSEUS_BIN_DIR"/encpass -access_key_id "$AWS_ID" -secret_access_key "$AWS_SECRET" \
         -region "$AWS_REGION" -endpoint "$AWS_ENDPOINT" -key_arn "$KEY_ARN" -passwd "$1")
     [ -n "$enc" ] || die "encpass printed no ciphertext"
     printf '%s\n' "$enc"
@@ -158,14 +178,14 @@ JSON
 # Creates the auth database `perseus` and the perseus_auth table with config $1.
 perseus_migrate() {
     su_psql -d postgres -c 'CREATE DATABASE perseus'
-    target/release/perseus --config "$1" --migrate
+    "$PERSEUS_BIN_DIR"/perseus --config "$1" --migrate
 }
 
 # Adds a perseus_auth row: source_db $1, schema $2, source_user $3, password $4 (hashed with
 # genhash), destination db $5, destination user $6, encrypted destination password $7.
 perseus_tenant() {
     local hash
-    hash=$(target/release/genhash -password "$4")
+    hash=$("$PERSEUS_BIN_DIR"/genhash -password "$4")
     [ -n "$hash" ] || die "genhash printed no hash"
     su_psql -d perseus -v db="$1" -v schema="$2" -v user="$3" -v hash="$hash" \
         -v host="127.0.0.1:$PG_PORT" -v ddb="$5" -v duser="$6" -v enc="$7" <<'SQL'
@@ -178,7 +198,7 @@ SQL
 # Starts perseus with config $1 (listening on port $2), output to $3; PERSEUS_PID.
 perseus_start() {
     local config=$1 port=$2 log=$3
-    target/release/perseus --config "$config" >"$log" 2>&1 </dev/null &
+    "$PERSEUS_BIN_DIR"/perseus --config "$config" >"$log" 2>&1 </dev/null &
     PERSEUS_PID=$!
     if ! wait_port "$port" 30 "$PERSEUS_PID"; then
         echo "--- perseus output ---" >&2
