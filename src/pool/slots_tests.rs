@@ -151,6 +151,44 @@ async fn a_waiter_passed_over_too_long_gets_the_next_connection_whatever_its_sch
     assert_eq!(served(c).await, None);
 }
 
+/// When every checkout waits long, the guard stretches to twice the typical wait, and no
+/// further: a waiter passed over that long is served next whatever its schema.
+#[tokio::test]
+async fn the_pass_over_guard_follows_the_typical_wait() {
+    let guard = Duration::from_millis(5);
+    let typical = Duration::from_millis(40);
+    let s = Slots::with_limits(3, 3, Arc::default(), guard, Duration::ZERO);
+    {
+        let mut st = s.lock();
+        for _ in 0..100 {
+            st.note_wait(typical);
+        }
+        let learnt = Duration::from_nanos(st.typical_wait_ns);
+        assert!(learnt > typical * 9 / 10 && learnt <= typical, "{learnt:?}");
+    }
+    // A full pool: every checkout below queues.
+    let (x, y, _z) = (open(&s, 1, "b"), open(&s, 2, "b"), open(&s, 3, "b"));
+    let a = queue(&s, "a");
+    let b = queue(&s, "b");
+    // Waited past the fixed guard, but not past twice the typical wait: still passed over.
+    let set_oldest_wait = |waited: Duration| {
+        if let Some(w) = s.lock().waiters.front_mut() {
+            w.since = Instant::now()
+                .checked_sub(waited)
+                .expect("clock far enough");
+        }
+    };
+    set_oldest_wait(typical);
+    s.give_back(x);
+    assert_eq!(served(b).await, Some(1), "affinity passes the oldest over");
+    // Past twice the typical wait: served first, whatever its schema.
+    let c = queue(&s, "b");
+    set_oldest_wait(typical * 3);
+    s.give_back(y);
+    assert_eq!(served(a).await, Some(2));
+    assert_eq!(served(c).await, None);
+}
+
 #[tokio::test]
 async fn with_no_affinity_window_the_oldest_waiter_is_always_served_first() {
     let s = Slots::with_limits(1, 1, Arc::default(), Duration::ZERO, Duration::ZERO);
@@ -317,12 +355,35 @@ async fn closing_wakes_waiters_and_closes_what_comes_back() {
 /// every client always busy. Nearly every checkout finds a connection on its own schema.
 #[tokio::test]
 async fn hot_tenants_rarely_need_to_switch_schema() {
+    let switched = hot_tenants(200, Duration::ZERO).await;
+    assert!(
+        switched * 10 <= 40 * 200,
+        "{switched} of {} checkouts switched schema",
+        40 * 200
+    );
+}
+
+/// The same with transactions long enough that every checkout waits longer than the fixed
+/// limits (PASS_OVER_LIMIT, HOLD_LIMIT): a loaded host, or a slow destination.
+#[tokio::test]
+async fn hot_tenants_rarely_switch_schema_when_every_wait_is_long() {
+    let switched = hot_tenants(25, PASS_OVER_LIMIT + HOLD_LIMIT).await;
+    assert!(
+        switched * 10 <= 40 * 25,
+        "{switched} of {} checkouts switched schema",
+        40 * 25
+    );
+}
+
+/// Runs 10 tenants x 4 clients over a pool of 20, each client doing `rounds` transactions
+/// of `txn` (yields only when zero), and returns how many checkouts had to switch schema,
+/// leaving out the first checkout of each connection.
+async fn hot_tenants(rounds: usize, txn: Duration) -> usize {
     let s = Arc::new(Slots::<Dummy>::new(20, 20, Arc::default()));
     let watchdog = tokio::spawn({
         let s = s.clone();
         async move { s.watch().await }
     });
-    let rounds = 200;
     let clients = (0..40).map(|i| {
         let s = s.clone();
         tokio::spawn(async move {
@@ -354,8 +415,12 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
                     conn.schema = Some(schema.to_string());
                 }
                 // A transaction, then the client's next one arrives.
-                tokio::task::yield_now().await;
-                tokio::task::yield_now().await;
+                if txn.is_zero() {
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(txn).await;
+                }
                 s.give_back(conn);
                 tokio::task::yield_now().await;
             }
@@ -366,17 +431,13 @@ async fn hot_tenants_rarely_need_to_switch_schema() {
     for c in clients.collect::<Vec<_>>() {
         switched += c.await.expect("client task");
     }
-    let checkouts = 40 * rounds;
-    // The first checkout of each of the 20 connections always sets the schema.
-    assert!(
-        switched - 20 <= checkouts / 10,
-        "{switched} of {checkouts} checkouts switched schema"
-    );
     assert_eq!(counts(&s), (20, 20, 0));
     s.close();
     watchdog
         .await
         .expect("the watchdog ends when the pool closes");
+    // The first checkout of each of the 20 connections always sets the schema.
+    switched - 20
 }
 
 #[test]
