@@ -49,7 +49,9 @@ pub const PASS_OVER_LIMIT: Duration = Duration::from_millis(5);
 /// back. Measured with 10 hot tenants x 4 pgbench clients over 20 connections: no holding,
 /// `SET` on 28% of checkouts; 1 ms, 6%; 3 ms, 0.4% with 10% more throughput than 1 ms (the
 /// pool settles into each tenant keeping its own connections); 5 ms, no better than 3. The
-/// bound is also the most a checkout on a cold tenant waits for it when the pool is full.
+/// bound is also the most a checkout on a cold tenant waits for it when the pool is full. It
+/// is the floor: when waits are typically longer, the typical wait is the bound (see
+/// `State::hold`).
 pub const HOLD_LIMIT: Duration = Duration::from_millis(3);
 
 /// A wait limit too far away to matter; `Instant` cannot represent every `Duration`.
@@ -430,7 +432,7 @@ impl<C: Affine> State<C> {
     }
 
     /// The waiter a connection on `schema` goes to; None to hold it idle for its schema (the
-    /// watchdog then hands it to the oldest waiter once that one has waited `limits.hold`).
+    /// watchdog then hands it to the oldest waiter once that one has waited [`State::hold`]).
     fn pick(&mut self, schema: Option<&str>, limits: Limits) -> Option<usize> {
         let (Some(schema), Some(oldest)) = (schema, self.waiters.front()) else {
             return Some(0);
@@ -449,11 +451,12 @@ impl<C: Affine> State<C> {
         // Held only while another connection is in use (this one still counts as in use), so
         // one comes back soon, and while the idle list has room.
         let in_use = self.open - self.idle.len();
-        let hold = waited < limits.hold && in_use >= 2 && self.idle.len() < self.max_idle;
+        let limit = self.hold(limits);
+        let hold = waited < limit && in_use >= 2 && self.idle.len() < self.max_idle;
         if !hold {
             return Some(0);
         }
-        let rescue = since + limits.hold;
+        let rescue = since + limit;
         self.plan_watch(rescue);
         None
     }
@@ -471,6 +474,16 @@ impl<C: Affine> State<C> {
             return Duration::ZERO;
         }
         limits.pass_over.max(typical.saturating_mul(2))
+    }
+
+    /// How long a returned connection may be held for its own schema while the oldest waiter
+    /// is on another: [`HOLD_LIMIT`], or the typical wait when waits are longer than that, for
+    /// the reason [`State::pass_over`] gives. Zero when holding is off.
+    fn hold(&self, limits: Limits) -> Duration {
+        if limits.hold.is_zero() {
+            return Duration::ZERO;
+        }
+        limits.hold.max(Duration::from_nanos(self.typical_wait_ns))
     }
 
     /// Adds a served checkout's wait to the moving average (weight 1/8: a few dozen

@@ -491,6 +491,34 @@ async fn a_returned_connection_is_held_for_its_schema_then_rescued_by_a_waiter()
     drop(b);
 }
 
+/// When checkouts typically wait longer than the hold limit, a connection is held for its
+/// own schema that long instead, and then still goes to the waiter.
+#[tokio::test]
+async fn the_hold_follows_the_typical_wait() {
+    let hold = Duration::from_millis(10);
+    let typical = Duration::from_millis(150);
+    let s = Slots::with_limits(2, 2, Arc::default(), LONG, hold);
+    for _ in 0..100 {
+        s.lock().note_wait(typical);
+    }
+    let a = open(&s, 1, "a");
+    let b = open(&s, 2, "b");
+    let w = queue(&s, "c");
+    let queued = Instant::now();
+    s.give_back(a);
+    assert_eq!(counts(&s), (2, 1, 1), "held idle for 'a' while 'c' waits");
+    match watched(&s, w).await {
+        Ok(Got::Conn(c)) => assert_eq!(c.id, 1),
+        _ => panic!("the waiter takes the held connection"),
+    }
+    let waited = queued.elapsed();
+    assert!(
+        waited >= typical * 9 / 10,
+        "held about the typical wait, not the {hold:?} limit: {waited:?}"
+    );
+    drop(b);
+}
+
 #[tokio::test]
 async fn nothing_is_held_when_no_other_connection_would_come_back() {
     let s = Slots::with_limits(1, 1, Arc::default(), LONG, LONG);

@@ -1,6 +1,7 @@
 //! The pool's watchdog: the one timer behind every waiting checkout. It expires waiters past
-//! their limit and hands connections held for their own schema to waiters held back
-//! [`HOLD_LIMIT`](super::HOLD_LIMIT) (see the parent module for why waiters keep no timer of their own).
+//! their limit and hands connections held for their own schema to waiters held back the hold
+//! limit ([`HOLD_LIMIT`](super::HOLD_LIMIT), or the typical wait when longer; see the parent
+//! module for why waiters keep no timer of their own).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use super::{Affine, Grant, Slots};
 
 impl<C: Affine> Slots<C> {
     /// The pool's watchdog: expires waiters past their limit and hands held connections to
-    /// waiters held back [`HOLD_LIMIT`](super::HOLD_LIMIT). Runs until the pool is closed; a pool whose checkouts
+    /// waiters held back the hold limit. Runs until the pool is closed; a pool whose checkouts
     /// may wait needs it running (the destination pool spawns it with its first waiter).
     pub async fn watch(&self) {
         loop {
@@ -45,9 +46,10 @@ impl<C: Affine> Slots<C> {
         st.waiters = waiting;
         // What is idle while checkouts wait is held for its own schema; a waiter held back
         // long enough takes it, idle longest first (least likely wanted back by its schema).
+        let hold = st.hold(self.limits());
         while !st.idle.is_empty() {
             match st.waiters.front() {
-                Some(w) if now.saturating_duration_since(w.since) >= self.hold => {}
+                Some(w) if now.saturating_duration_since(w.since) >= hold => {}
                 _ => break,
             }
             let (Some(w), conn) = (st.waiters.pop_front(), st.idle.remove(0)) else {
@@ -59,7 +61,7 @@ impl<C: Affine> Slots<C> {
         }
         let mut next = st.waiters.iter().map(|w| w.deadline).min();
         if let (false, Some(w)) = (st.idle.is_empty(), st.waiters.front()) {
-            let rescue = w.since + self.hold;
+            let rescue = w.since + hold;
             next = Some(next.map_or(rescue, |n| n.min(rescue)));
         }
         st.watch_at = next;
