@@ -408,10 +408,15 @@ impl<C: Affine> State<C> {
     /// connection held idle for its own schema. A connection goes to the oldest waiter on its
     /// schema, else to the oldest; a slot to open one goes to the oldest.
     fn deliver(&mut self, mut grant: Grant<C>, limits: Limits) -> Option<Grant<C>> {
+        if self.waiters.is_empty() {
+            return Some(grant);
+        }
+        // One clock read serves the choice and the wait's record.
+        let now = Instant::now();
         // Bounded: each round removes a waiter.
         while !self.waiters.is_empty() {
             let at = match &grant {
-                Grant::Conn(c) => match self.pick(c.schema(), limits) {
+                Grant::Conn(c) => match self.pick(c.schema(), limits, now) {
                     Some(at) => at,
                     None => return Some(grant),
                 },
@@ -420,7 +425,7 @@ impl<C: Affine> State<C> {
             let Some(w) = self.waiters.remove(at) else {
                 break;
             };
-            self.note_wait(w.since.elapsed());
+            self.note_wait(now.saturating_duration_since(w.since));
             // A waiter still queued has its receiver: a waiter that gives up leaves the queue
             // under this lock before dropping it. A failed send is still not a lost grant.
             match w.tx.send(grant) {
@@ -433,7 +438,7 @@ impl<C: Affine> State<C> {
 
     /// The waiter a connection on `schema` goes to; None to hold it idle for its schema (the
     /// watchdog then hands it to the oldest waiter once that one has waited [`State::hold`]).
-    fn pick(&mut self, schema: Option<&str>, limits: Limits) -> Option<usize> {
+    fn pick(&mut self, schema: Option<&str>, limits: Limits, now: Instant) -> Option<usize> {
         let (Some(schema), Some(oldest)) = (schema, self.waiters.front()) else {
             return Some(0);
         };
@@ -441,7 +446,7 @@ impl<C: Affine> State<C> {
             return Some(0);
         }
         let since = oldest.since;
-        let waited = since.elapsed();
+        let waited = now.saturating_duration_since(since);
         if waited >= self.pass_over(limits) {
             return Some(0);
         }
@@ -469,10 +474,10 @@ impl<C: Affine> State<C> {
     /// transactions just when the destination has least to spare. Relative to the typical
     /// wait, no client still waits more than about twice what the others do.
     fn pass_over(&self, limits: Limits) -> Duration {
-        let typical = Duration::from_nanos(self.typical_wait_ns);
         if limits.pass_over.is_zero() {
             return Duration::ZERO;
         }
+        let typical = Duration::from_nanos(self.typical_wait_ns);
         limits.pass_over.max(typical.saturating_mul(2))
     }
 
