@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 use super::stats::PoolStats;
+use limits::{Limits, TypicalWait};
 
 /// What the pool needs to know of a connection: the schema its search_path is on, if known.
 pub trait Affine {
@@ -37,7 +38,7 @@ pub trait Affine {
 /// tenant's schema usually gets one of its own long before this; the guard only bounds the
 /// tail. A bound in time rather than in times passed over keeps the worst extra wait the same
 /// whatever the release rate. It is the floor: when waits are typically longer, the bound is
-/// twice the typical wait instead (see `State::pass_over`).
+/// twice the typical wait instead (see `Limits::pass_over`).
 pub const PASS_OVER_LIMIT: Duration = Duration::from_millis(5);
 
 /// How long a returned connection may be held idle for its own schema's next checkout while
@@ -51,7 +52,7 @@ pub const PASS_OVER_LIMIT: Duration = Duration::from_millis(5);
 /// pool settles into each tenant keeping its own connections); 5 ms, no better than 3. The
 /// bound is also the most a checkout on a cold tenant waits for it when the pool is full. It
 /// is the floor: when waits are typically longer, the typical wait is the bound (see
-/// `State::hold`).
+/// `Limits::hold`).
 pub const HOLD_LIMIT: Duration = Duration::from_millis(3);
 
 /// A wait limit too far away to matter; `Instant` cannot represent every `Duration`.
@@ -101,9 +102,8 @@ struct State<C> {
     watch_at: Option<Instant>,
     /// The watchdog must be woken to look earlier: set under the lock, acted on after it.
     wake_watch: bool,
-    /// A moving average of how long served checkouts waited, in nanoseconds: what waiting
-    /// is like in this pool now (see [`State::pass_over`]).
-    typical_wait_ns: u64,
+    /// What waiting is like in this pool now; the affinity limits stretch with it.
+    typical_wait: TypicalWait,
 }
 
 struct Waiter<C> {
@@ -164,7 +164,7 @@ impl<C: Affine> Slots<C> {
                 next_id: 0,
                 watch_at: None,
                 wake_watch: false,
-                typical_wait_ns: 0,
+                typical_wait: TypicalWait::default(),
             }),
             stats,
             pass_over,
@@ -351,13 +351,6 @@ impl<C: Affine> Slots<C> {
     }
 }
 
-/// How long affinity may keep a waiter waiting (see [`PASS_OVER_LIMIT`], [`HOLD_LIMIT`]).
-#[derive(Clone, Copy)]
-struct Limits {
-    pass_over: Duration,
-    hold: Duration,
-}
-
 impl<C: Affine> State<C> {
     /// The idle connection a checkout on `schema` may take now: the most recent on its
     /// schema, else (when nobody waits, so nothing is held for its schema) the oldest.
@@ -425,7 +418,8 @@ impl<C: Affine> State<C> {
             let Some(w) = self.waiters.remove(at) else {
                 break;
             };
-            self.note_wait(now.saturating_duration_since(w.since));
+            self.typical_wait
+                .note(now.saturating_duration_since(w.since));
             // A waiter still queued has its receiver: a waiter that gives up leaves the queue
             // under this lock before dropping it. A failed send is still not a lost grant.
             match w.tx.send(grant) {
@@ -437,7 +431,7 @@ impl<C: Affine> State<C> {
     }
 
     /// The waiter a connection on `schema` goes to; None to hold it idle for its schema (the
-    /// watchdog then hands it to the oldest waiter once that one has waited [`State::hold`]).
+    /// watchdog then hands it to the oldest waiter once that one has waited [`Limits::hold`]).
     fn pick(&mut self, schema: Option<&str>, limits: Limits, now: Instant) -> Option<usize> {
         let (Some(schema), Some(oldest)) = (schema, self.waiters.front()) else {
             return Some(0);
@@ -447,7 +441,7 @@ impl<C: Affine> State<C> {
         }
         let since = oldest.since;
         let waited = now.saturating_duration_since(since);
-        if waited >= self.pass_over(limits) {
+        if waited >= limits.pass_over(&self.typical_wait) {
             return Some(0);
         }
         if let Some(at) = self.waiters.iter().position(|w| &*w.schema == schema) {
@@ -456,7 +450,7 @@ impl<C: Affine> State<C> {
         // Held only while another connection is in use (this one still counts as in use), so
         // one comes back soon, and while the idle list has room.
         let in_use = self.open - self.idle.len();
-        let limit = self.hold(limits);
+        let limit = limits.hold(&self.typical_wait);
         let hold = waited < limit && in_use >= 2 && self.idle.len() < self.max_idle;
         if !hold {
             return Some(0);
@@ -464,43 +458,6 @@ impl<C: Affine> State<C> {
         let rescue = since + limit;
         self.plan_watch(rescue);
         None
-    }
-
-    /// How long the oldest waiter may be passed over: [`PASS_OVER_LIMIT`], or twice the
-    /// typical wait when waits are longer than that. Every checkout waits long when the host
-    /// is loaded or transactions are slow; a fixed bound then served nearly every checkout
-    /// first come, first served, and 78% of them had to switch schema (10 hot tenants x 4
-    /// clients over 20 connections, 8 ms transactions), adding a `SET` round trip to most
-    /// transactions just when the destination has least to spare. Relative to the typical
-    /// wait, no client still waits more than about twice what the others do.
-    fn pass_over(&self, limits: Limits) -> Duration {
-        if limits.pass_over.is_zero() {
-            return Duration::ZERO;
-        }
-        let typical = Duration::from_nanos(self.typical_wait_ns);
-        limits.pass_over.max(typical.saturating_mul(2))
-    }
-
-    /// How long a returned connection may be held for its own schema while the oldest waiter
-    /// is on another: [`HOLD_LIMIT`], or the typical wait when waits are longer than that, for
-    /// the reason [`State::pass_over`] gives. Zero when holding is off.
-    fn hold(&self, limits: Limits) -> Duration {
-        if limits.hold.is_zero() {
-            return Duration::ZERO;
-        }
-        limits.hold.max(Duration::from_nanos(self.typical_wait_ns))
-    }
-
-    /// Adds a served checkout's wait to the moving average (weight 1/8: a few dozen
-    /// hand-offs follow a change in load).
-    fn note_wait(&mut self, waited: Duration) {
-        let sample = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        let avg = self.typical_wait_ns;
-        self.typical_wait_ns = if sample >= avg {
-            avg + (sample - avg) / 8
-        } else {
-            avg - (avg - sample) / 8
-        };
     }
 
     /// Lets the oldest waiters open connections in the slots free under MaxOpen.
@@ -596,6 +553,9 @@ impl<C: Affine> Drop for Waiting<'_, C> {
         }
     }
 }
+
+#[path = "slots_limits.rs"]
+mod limits;
 
 #[path = "slots_watch.rs"]
 mod watch;

@@ -161,9 +161,9 @@ async fn the_pass_over_guard_follows_the_typical_wait() {
     {
         let mut st = s.lock();
         for _ in 0..100 {
-            st.note_wait(typical);
+            st.typical_wait.note(typical);
         }
-        let learnt = Duration::from_nanos(st.typical_wait_ns);
+        let learnt = st.typical_wait.get();
         assert!(learnt > typical * 9 / 10 && learnt <= typical, "{learnt:?}");
     }
     // A full pool: every checkout below queues.
@@ -499,7 +499,7 @@ async fn the_hold_follows_the_typical_wait() {
     let typical = Duration::from_millis(150);
     let s = Slots::with_limits(2, 2, Arc::default(), LONG, hold);
     for _ in 0..100 {
-        s.lock().note_wait(typical);
+        s.lock().typical_wait.note(typical);
     }
     let a = open(&s, 1, "a");
     let b = open(&s, 2, "b");

@@ -46,7 +46,7 @@ impl<C: Affine> Slots<C> {
         st.waiters = waiting;
         // What is idle while checkouts wait is held for its own schema; a waiter held back
         // long enough takes it, idle longest first (least likely wanted back by its schema).
-        let hold = st.hold(self.limits());
+        let hold = self.limits().hold(&st.typical_wait);
         while !st.idle.is_empty() {
             match st.waiters.front() {
                 Some(w) if now.saturating_duration_since(w.since) >= hold => {}
