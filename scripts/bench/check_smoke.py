@@ -25,6 +25,9 @@ def problems(result):
                 found.append("%s: target %s did not run" % (name, target))
             elif t["failed_rounds"] or t["failed_transactions"] or not t["tps"] > 0:
                 found.append("%s on %s: %r" % (name, target, t))
+    tenants = by_name.get("tenants", {}).get("targets", {}).get("perseus", {})
+    if "tenants" in by_name and not (tenants.get("checkouts") and "set_ratio" in tenants):
+        found.append("tenants on perseus: no search_path switch rate read (%r)" % tenants)
     for run in result.get("runs", []):
         if "error" in run:
             found.append("pgbench %s on %s: %s" % (run["scenario"], run["target"], run["error"]))
