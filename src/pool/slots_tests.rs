@@ -466,16 +466,23 @@ fn take_idle_prefers_the_schema_and_never_opens_or_queues() {
     s.close();
 }
 
+/// In a full pool of two (connection 1 on 'a', 2 on 'b'), a checkout on 'c' queues and 1
+/// comes back: it is held idle for 'a'. Returns the waiter, when it queued, and connection 2.
+fn hold_a_while_c_waits(s: &Slots<Dummy>) -> (Waiting<'_, Dummy>, Instant, Box<Dummy>) {
+    let a = open(s, 1, "a");
+    let b = open(s, 2, "b");
+    let w = queue(s, "c");
+    let queued = Instant::now();
+    s.give_back(a);
+    assert_eq!(counts(s), (2, 1, 1), "held idle for 'a' while 'c' waits");
+    (w, queued, b)
+}
+
 #[tokio::test]
 async fn a_returned_connection_is_held_for_its_schema_then_rescued_by_a_waiter() {
     let hold = Duration::from_millis(100);
     let s = Slots::with_limits(2, 2, Arc::default(), LONG, hold);
-    let a = open(&s, 1, "a");
-    let b = open(&s, 2, "b");
-    let w = queue(&s, "c");
-    let queued = Instant::now();
-    s.give_back(a);
-    assert_eq!(counts(&s), (2, 1, 1), "held idle for 'a' while 'c' waits");
+    let (w, queued, b) = hold_a_while_c_waits(&s);
     // A newcomer on yet another schema queues behind the waiter instead of taking it...
     assert!(matches!(s.take(&"x".into(), LONG), Ok(Take::Wait(_))));
     // ...while a client of 'a' takes it at once.
@@ -501,12 +508,7 @@ async fn the_hold_follows_the_typical_wait() {
     for _ in 0..100 {
         s.lock().typical_wait.note(typical);
     }
-    let a = open(&s, 1, "a");
-    let b = open(&s, 2, "b");
-    let w = queue(&s, "c");
-    let queued = Instant::now();
-    s.give_back(a);
-    assert_eq!(counts(&s), (2, 1, 1), "held idle for 'a' while 'c' waits");
+    let (w, queued, b) = hold_a_while_c_waits(&s);
     match watched(&s, w).await {
         Ok(Got::Conn(c)) => assert_eq!(c.id, 1),
         _ => panic!("the waiter takes the held connection"),
