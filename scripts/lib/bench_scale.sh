@@ -75,7 +75,7 @@ perf_per_txn() {
 }
 
 # A flat CPU profile (perf cpu-clock samples: this VM has no hardware counters) of Perseus
-# under pgbench -S with 50 clients, and a second with call graphs for inclusive costs; and
+# under pgbench (-S with 50 clients unless BENCH_PROFILE_PGBENCH says otherwise), and a second with call graphs for inclusive costs; and
 # syscalls, context switches and CPU per transaction for PgBouncer and Perseus side by side.
 profile_perseus() {
     local secs=${BENCH_PROFILE_SECS:-15}
@@ -86,7 +86,7 @@ profile_perseus() {
     step "profile: perf stat per transaction, PgBouncer then Perseus (${secs}s each)"
     perf_per_txn pgbouncer "$secs"
     perf_per_txn perseus "$secs"
-    step "profile: perf record (flat, ${secs}s) during pgbench -S -c 50"
+    step "profile: perf record (flat, ${secs}s) during pgbench ${PROFILE_ARGS[*]}"
     perf record -F 1999 -p "$PERSEUS_PID" -o "$OUT/perf-flat.data" -- sleep "$secs" \
         >"$OUT/perf-record.log" 2>&1 &
     local perf_pid=$!
@@ -110,8 +110,9 @@ profile_perseus() {
     grep -v '^#' "$OUT/perf-flat.txt" | grep -v '^$' | sed -n '1,30p' >&2
 }
 
-# Instruction counts by function (callgrind) of Perseus serving pgbench -S: the daemon is
-# restarted under valgrind, warmed up (logins, pools) with collection off, then measured.
+# Instruction counts by function (callgrind) of Perseus serving the profiled pgbench run: the
+# daemon is restarted under valgrind, warmed up (logins, pools) with collection off, then
+# measured.
 callgrind_perseus() {
     local secs=${BENCH_PROFILE_SECS:-15} out="$OUT/callgrind.out"
     read -r -a PROFILE_ARGS <<<"${BENCH_PROFILE_PGBENCH:--S -c 50 -j 2}"
