@@ -64,9 +64,9 @@ const ROUNDS: u64 = 1000;
 
 /// Allocations a whole login may make on the daemon's thread (the connection's task and
 /// registration, the startup packet, the tenant's names, the session's registrations, its
-/// first query's buffers), with the credential cache warm. Measured at 30; the bound
+/// first query's buffers), with the credential cache warm. Measured at 27; the bound
 /// catches a login that starts copying per parameter or per setting.
-const LOGIN_BUDGET: u64 = 36;
+const LOGIN_BUDGET: u64 = 33;
 
 /// Starts the daemon inside this process on a current-thread runtime of its own thread,
 /// counted; returns its client port and the thread (ended by SIGTERM).

@@ -21,7 +21,7 @@ pub struct DestKey {
     pub user: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid dest_host {0:?}: expected host or host:port")]
 pub struct BadDestHost(pub String);
 

@@ -14,7 +14,7 @@ pub mod stream;
 pub mod tls;
 
 pub use dest_pool::{CheckoutError, DestPool, PooledConn};
-pub use destination::{DestKey, Destination};
+pub use destination::{BadDestHost, DestKey, Destination};
 pub use registry::{Registry, RouteError};
 pub use server::{ServerConn, ServerError};
 pub use slots::PoolStatus;

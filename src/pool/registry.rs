@@ -58,20 +58,20 @@ impl Registry {
     /// The pool for a destination, creating it (and decrypting its password) on first use.
     pub async fn pool_for(
         &self,
-        key: DestKey,
+        key: &DestKey,
         ciphertext: &str,
     ) -> Result<Arc<DestPool>, RouteError> {
-        if let Some(p) = self.lookup(&key, ciphertext) {
+        if let Some(p) = self.lookup(key, ciphertext) {
             return Ok(p);
         }
         let _guard = self.creating.lock().await;
-        if let Some(p) = self.lookup(&key, ciphertext) {
+        if let Some(p) = self.lookup(key, ciphertext) {
             return Ok(p);
         }
         let password = self.kms.decrypt(ciphertext).await;
         self.metrics.kms_decrypt(password.is_ok());
         let password = password?;
-        let existing = self.pools.lock().expect("registry lock").get(&key).cloned();
+        let existing = self.pools.lock().expect("registry lock").get(key).cloned();
         if let Some(p) = existing
             && p.adopt_ciphertext(ciphertext, &password)
         {
@@ -92,7 +92,7 @@ impl Registry {
             .pools
             .lock()
             .expect("registry lock")
-            .insert(key, pool.clone());
+            .insert(key.clone(), pool.clone());
         if let Some(old) = old {
             // Sessions still holding the old pool finish on it; it goes when they do.
             tracing::info!(pool = %old.name(), "destination password changed; new pool for new logins");

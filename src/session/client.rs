@@ -19,7 +19,7 @@ use super::{Shared, SharedRef};
 use crate::auth::directory::DirectoryError;
 use crate::error::ClientError;
 use crate::metrics::AuthResult;
-use crate::pool::{DestKey, DestPool, PooledConn};
+use crate::pool::{DestPool, PooledConn, RouteError};
 use crate::proto::backend;
 use crate::proto::startup::StartupParams;
 
@@ -189,8 +189,7 @@ async fn login<'a, S: AsyncRead + AsyncWrite + Unpin>(
             return Err(failed());
         }
     }
-    let key = DestKey::from_row(&row.dest_host, &row.dest_db, &row.dest_user)
-        .map_err(crate::pool::RouteError::from)?;
+    let key = row.dest.as_ref().map_err(|e| RouteError::from(e.clone()))?;
     let pool = shared.registry.pool_for(key, &row.dest_pass_enc).await?;
     // A checkout learns the server's parameters (first login to a destination) and proves
     // other settings valid. Logins that only set reported parameters (what psql, pgbench and
