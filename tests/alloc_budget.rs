@@ -215,7 +215,10 @@ async fn forwarding_allocates_nothing_per_transaction_and_a_login_little() {
         drop(c);
     }
     let per_login = (allocations() - before) / LOGINS;
-    eprintln!("{per_login} allocations per login");
+    eprintln!(
+        "{per_login} allocations per login ({} in {LOGINS})",
+        allocations() - before
+    );
     assert!(
         per_login <= LOGIN_BUDGET,
         "a login made {per_login} allocations on the daemon's thread (budget {LOGIN_BUDGET})"
