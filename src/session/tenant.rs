@@ -131,37 +131,67 @@ fn schema_from(value: &str) -> Cow<'_, str> {
     }
 }
 
-/// Startup keys the pooler consumes itself rather than applying as settings.
-const CONSUMED: &[&str] = &[
-    "user",
-    "database",
-    "options",
-    "schema_search_path",
-    "search_path",
-];
+/// The startup parameters the pooler consumes itself rather than applying as settings.
+#[derive(Default)]
+struct Consumed<'a> {
+    user: Option<&'a str>,
+    database: Option<&'a str>,
+    options: Option<&'a str>,
+    schema_search_path: Option<&'a str>,
+    search_path: Option<&'a str>,
+    replication: Option<&'a str>,
+}
+
+impl<'a> Consumed<'a> {
+    /// Takes `value` when `name` is one of ours; false leaves it a setting.
+    fn take(&mut self, name: &str, value: &'a str) -> bool {
+        let slot = match name {
+            "user" => &mut self.user,
+            "database" => &mut self.database,
+            "options" => &mut self.options,
+            "schema_search_path" => &mut self.schema_search_path,
+            "search_path" => &mut self.search_path,
+            "replication" => &mut self.replication,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
+}
 
 pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
-    let get = |k: &str| params.get(k);
-    let user = get("user")
+    // One pass sorts the pairs into ours and settings: every login comes through here, and
+    // a lookup per name cost more than the rest of this function.
+    let mut ours = Consumed::default();
+    let mut asked = 0;
+    for (k, v) in params.iter() {
+        if !ours.take(k, v) {
+            asked += 1;
+        }
+    }
+    let user = ours
+        .user
         .filter(|u| !u.is_empty())
         .ok_or(TenantError::NoUser)?;
-    let database = get("database")
+    let database = ours
+        .database
         .filter(|d| !d.is_empty())
         .ok_or(TenantError::NoDatabase)?;
-    if let Some(r) = get("replication") {
+    if let Some(r) = ours.replication {
         return Err(TenantError::Unsupported(format!("replication={r}")));
     }
     let mut settings = BTreeMap::new();
     let mut from_options = None;
-    option_settings(get("options").unwrap_or(""), |name, value| {
+    option_settings(ours.options.unwrap_or(""), |name, value| {
         if names_setting(name, "search_path") {
             from_options = Some(Arc::<str>::from(&*schema_from(value)));
         } else {
             settings.insert(setting_name(name), value.to_owned());
         }
     });
-    let from_param = get("schema_search_path")
-        .or(get("search_path"))
+    let from_param = ours
+        .schema_search_path
+        .or(ours.search_path)
         .map(schema_from)
         .filter(|s| !s.is_empty());
     let schema: Arc<str> = match (from_param, from_options) {
@@ -172,9 +202,13 @@ pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
         (None, Some(b)) if !b.is_empty() => b,
         _ => return Err(TenantError::NoSchema),
     };
-    for (k, v) in params.iter() {
-        if !CONSUMED.contains(&k) && k != "replication" {
-            settings.insert(k.to_ascii_lowercase(), v.to_owned());
+    // A startup parameter overrides the same setting given in `options`.
+    if asked > 0 {
+        let mut scratch = Consumed::default();
+        for (k, v) in params.iter() {
+            if !scratch.take(k, v) {
+                settings.insert(k.to_ascii_lowercase(), v.to_owned());
+            }
         }
     }
     Ok(ClientIdentity {
@@ -234,6 +268,46 @@ mod tests {
         assert_eq!(id.settings.get("application_name").unwrap(), "app");
         assert_eq!(id.settings.get("statement_timeout").unwrap(), "5000");
         assert!(!id.settings.contains_key("options"));
+    }
+
+    #[test]
+    fn a_startup_parameter_overrides_the_same_setting_in_options() {
+        let v = p(&[
+            ("user", "u"),
+            ("database", "d"),
+            ("schema_search_path", "s"),
+            ("options", "-c statement_timeout=1 -c work_mem=1MB"),
+            ("statement_timeout", "2"),
+        ]);
+        let id = identify(&v).unwrap();
+        assert_eq!(id.settings.get("statement_timeout").unwrap(), "2");
+        assert_eq!(id.settings.get("work_mem").unwrap(), "1MB");
+        for consumed in ["user", "database", "options", "schema_search_path"] {
+            assert!(!id.settings.contains_key(consumed), "{consumed}");
+        }
+    }
+
+    #[test]
+    fn schema_search_path_wins_over_search_path_and_replication_is_refused() {
+        let v = p(&[
+            ("user", "u"),
+            ("database", "d"),
+            ("search_path", "b"),
+            ("schema_search_path", "a"),
+        ]);
+        let id = identify(&v).unwrap();
+        assert_eq!(&*id.schema, "a");
+        assert!(!id.settings.contains_key("search_path"));
+        let mut v = p(&[
+            ("user", "u"),
+            ("database", "d"),
+            ("schema_search_path", "a"),
+        ]);
+        v.extend(p(&[("replication", "database")]));
+        assert_eq!(
+            identify(&v),
+            Err(TenantError::Unsupported("replication=database".into()))
+        );
     }
 
     #[test]
