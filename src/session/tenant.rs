@@ -34,16 +34,22 @@ pub struct ClientIdentity {
     pub settings: BTreeMap<String, String>,
 }
 
+/// Whitespace as the server's `pg_split_opts` sees it (C `isspace`): ASCII only, so a
+/// non-breaking space is part of a word there and here.
+fn is_option_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
 /// The words of a libpq `options` value: whitespace separates, backslash escapes. A word
 /// without a backslash (nearly all) is borrowed, not copied.
 fn option_words(options: &str) -> impl Iterator<Item = Cow<'_, str>> {
     let mut rest = options;
     std::iter::from_fn(move || {
-        rest = rest.trim_start();
+        rest = rest.trim_start_matches(is_option_space);
         if rest.is_empty() {
             return None;
         }
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let end = rest.find(is_option_space).unwrap_or(rest.len());
         let (word, after) = rest.split_at(end);
         if !word.contains('\\') {
             rest = after;
@@ -60,7 +66,7 @@ fn option_words(options: &str) -> impl Iterator<Item = Cow<'_, str>> {
                         out.push(n);
                     }
                 }
-                c if c.is_whitespace() => {
+                c if is_option_space(c) => {
                     consumed = i;
                     break;
                 }
@@ -336,6 +342,9 @@ mod tests {
             "a plain word is not copied"
         );
         assert_eq!(option_words("   ").count(), 0);
+        // The server splits on ASCII whitespace only (vertical tab included).
+        let words: Vec<_> = option_words("-c\x0ba=b\u{a0}c").collect();
+        assert_eq!(words, ["-c", "a=b\u{a0}c"]);
     }
 
     #[test]
