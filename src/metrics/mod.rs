@@ -39,6 +39,7 @@ pub enum AuthResult {
 }
 
 impl AuthResult {
+    /// Every result, in declaration order: `ALL[r as usize] == r`.
     pub const ALL: [AuthResult; 6] = [
         AuthResult::Ok,
         AuthResult::WrongPassword,
@@ -89,6 +90,9 @@ pub struct Metrics {
     bytes_sent: Counter,
     checkout_wait: Histogram,
     auth_results: Family<AuthResult, Counter>,
+    /// The family's counters by [`AuthResult`] (shared with it): a login counts itself
+    /// without a label lookup.
+    auth_counters: [Counter; AuthResult::ALL.len()],
     kms_decrypts: Counter,
     kms_errors: Counter,
     auth_db_query: Histogram,
@@ -102,6 +106,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        // Every result from the start, so a rate() over a fresh daemon is 0 rather than absent.
+        let auth_results = Family::<AuthResult, Counter>::default();
+        let auth_counters = AuthResult::ALL.map(|r| auth_results.get_or_create(&r).clone());
         let mut m = Metrics {
             clients_active: Gauge::default(),
             clients_waiting: Gauge::default(),
@@ -111,16 +118,13 @@ impl Metrics {
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             checkout_wait: Histogram::new(CHECKOUT_BUCKETS),
-            auth_results: Family::default(),
+            auth_results,
+            auth_counters,
             kms_decrypts: Counter::default(),
             kms_errors: Counter::default(),
             auth_db_query: Histogram::new(AUTH_DB_BUCKETS),
             registry: Registry::default(),
         };
-        // Every result from the start, so a rate() over a fresh daemon is 0 rather than absent.
-        for r in AuthResult::ALL {
-            let _ = m.auth_results.get_or_create(&r);
-        }
         let registry = &mut m.registry;
         registry.register(
             "perseus_build",
@@ -228,7 +232,7 @@ impl Metrics {
     }
 
     pub fn auth_result(&self, result: AuthResult) {
-        self.auth_results.get_or_create(&result).inc();
+        self.auth_counters[result as usize].inc();
     }
 
     /// One KMS Decrypt call finished, successfully or not.
@@ -281,6 +285,24 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    /// The counters kept by result index are the family's own, each under its label.
+    #[test]
+    fn each_auth_result_counts_under_its_own_label() {
+        let m = Metrics::new();
+        for (i, r) in AuthResult::ALL.into_iter().enumerate() {
+            assert_eq!(AuthResult::ALL[r as usize], r);
+            for _ in 0..=i {
+                m.auth_result(r);
+            }
+        }
+        let text = m.render(Vec::new()).unwrap();
+        for (i, r) in AuthResult::ALL.into_iter().enumerate() {
+            let prefix = format!("perseus_auth_results_total{{result=\"{}\"}} ", r.as_str());
+            let l = line(&text, &prefix).unwrap_or_else(|| panic!("no {prefix}in\n{text}"));
+            assert_eq!(l[prefix.len()..], (i + 1).to_string(), "{l}");
+        }
     }
 
     #[test]
