@@ -166,14 +166,11 @@ impl<'a> Consumed<'a> {
 }
 
 pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
-    // One pass sorts the pairs into ours and settings: every login comes through here, and
-    // a lookup per name cost more than the rest of this function.
+    // One pass picks out ours: every login comes through here, and a lookup per name cost
+    // more than the rest of this function.
     let mut ours = Consumed::default();
-    let mut asked = 0;
     for (k, v) in params.iter() {
-        if !ours.take(k, v) {
-            asked += 1;
-        }
+        ours.take(k, v);
     }
     let user = ours
         .user
@@ -208,13 +205,12 @@ pub fn identify(params: &StartupParams) -> Result<ClientIdentity, TenantError> {
         (None, Some(b)) if !b.is_empty() => b,
         _ => return Err(TenantError::NoSchema),
     };
-    // A startup parameter overrides the same setting given in `options`.
-    if asked > 0 {
-        let mut scratch = Consumed::default();
-        for (k, v) in params.iter() {
-            if !scratch.take(k, v) {
-                settings.insert(k.to_ascii_lowercase(), v.to_owned());
-            }
+    // The rest are settings, inserted last: a startup parameter overrides the same setting
+    // given in `options`.
+    let mut again = Consumed::default();
+    for (k, v) in params.iter() {
+        if !again.take(k, v) {
+            settings.insert(k.to_ascii_lowercase(), v.to_owned());
         }
     }
     Ok(ClientIdentity {
