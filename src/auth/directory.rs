@@ -9,40 +9,15 @@ use foldhash::{HashMap, HashMapExt};
 use crate::metrics::Metrics;
 use crate::pool::{BadDestHost, DestKey};
 
-/// One `perseus_auth` row, minus the id.
+/// One `perseus_auth` row, minus the id, with its destination columns already parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
     pub source_user: String,
     pub source_pass_hashed: String,
-    pub dest_host: String,
-    pub dest_db: String,
-    pub dest_user: String,
     pub dest_pass_enc: String,
     /// The pool key of `dest_host`, `dest_db` and `dest_user`, parsed once when the row is
     /// read: every login of the tenant routes by it while the row is cached.
     pub dest: Result<DestKey, BadDestHost>,
-}
-
-impl TenantRow {
-    pub fn new(
-        source_user: String,
-        source_pass_hashed: String,
-        dest_host: String,
-        dest_db: String,
-        dest_user: String,
-        dest_pass_enc: String,
-    ) -> Self {
-        let dest = DestKey::from_row(&dest_host, &dest_db, &dest_user);
-        TenantRow {
-            source_user,
-            source_pass_hashed,
-            dest_host,
-            dest_db,
-            dest_user,
-            dest_pass_enc,
-            dest,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +132,12 @@ impl Directory {
             .query_opt(&stmt, &[&db, &schema])
             .await
             .map_err(|e| e.to_string())?;
-        Ok(row.map(|r| TenantRow::new(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+        Ok(row.map(|r| TenantRow {
+            source_user: r.get(0),
+            source_pass_hashed: r.get(1),
+            dest: DestKey::from_row(r.get(2), r.get(3), r.get(4)),
+            dest_pass_enc: r.get(5),
+        }))
     }
 
     /// Whether the auth DB answers right now (for /health).
