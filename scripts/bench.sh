@@ -27,7 +27,9 @@
 # BENCH_WORKER_THREADS (WorkerThreads of target perseus; 1, single-threaded like PgBouncer;
 # "default" leaves the key out), BENCH_ALT_WORKER_THREADS (WorkerThreads of a second
 # Perseus, target perseus-alt, interleaved with the others in the pgbench suite; 0, the
-# daemon's default of one worker per CPU; "none" runs no second Perseus),
+# daemon's default of one worker per CPU; "none" runs no second Perseus), BENCH_ALT_BIN (the
+# perseus binary of that second daemon, e.g. a build of another commit to compare with;
+# the same binary when unset),
 # BENCH_PROFILE_PGBENCH (pgbench arguments of --profile, "-S -c 50 -j 2"),
 # BENCH_PROFILE_SECS (15),
 # PERSEUS_BIN_DIR (binaries already built, e.g. target/debug for a smoke run; unset, release
@@ -71,6 +73,8 @@ WORKERS=${BENCH_WORKER_THREADS:-1}
 [ "$WORKERS" = default ] && WORKERS=""
 ALT_WORKERS=${BENCH_ALT_WORKER_THREADS:-0}
 [ "$ALT_WORKERS" = none ] && ALT_WORKERS=""
+ALT_BIN=${BENCH_ALT_BIN:-}
+[ -z "$ALT_BIN" ] || [ -x "$ALT_BIN" ] || die "BENCH_ALT_BIN $ALT_BIN is not an executable"
 PGBENCH_SCALE=${BENCH_SCALE:-10}
 N_TENANTS=${BENCH_TENANTS:-50}
 N_ACTIVE=${BENCH_ACTIVE_TENANTS:-10}
@@ -190,14 +194,14 @@ pgbouncer_start "$DEST_USER" "$DEST_PASSWORD" "$DEST_DB" "$POOL" "${aliases[@]}"
 
 TARGETS=(direct pgbouncer perseus)
 if [ "$SUITE" -eq 1 ] && [ -n "$ALT_WORKERS" ]; then
-    step "perseus-alt: a second daemon, WorkerThreads $ALT_WORKERS, same tenants"
+    step "perseus-alt: a second daemon, WorkerThreads $ALT_WORKERS, same tenants${ALT_BIN:+, binary $ALT_BIN}"
     ALT_PORT=$(free_port)
     ALT_METRICS_PORT=$(free_port)
     perseus_config "$WORK/perseus-alt.json" "$ALT_PORT" "$ALT_METRICS_PORT" "$POOL" "$POOL" warn \
         20000 "$ALT_WORKERS"
     # perseus_start records the daemon it starts in PERSEUS_PID; the first one stays there.
     main_pid=$PERSEUS_PID
-    perseus_start "$WORK/perseus-alt.json" "$ALT_PORT" "$WORK/perseus-alt.log"
+    perseus_start "$WORK/perseus-alt.json" "$ALT_PORT" "$WORK/perseus-alt.log" "$ALT_BIN"
     ALT_PID=$PERSEUS_PID PERSEUS_PID=$main_pid
     TARGETS+=(perseus-alt)
 fi
@@ -251,7 +255,7 @@ step "results"
 meta=$(python3 - "$STAMP" "$DURATION" "$ROUNDS" "$PGBENCH_SCALE" "$N_TENANTS" "$N_ACTIVE" \
     "$TENANT_CLIENTS" "$POOL" "$QUICK" "$(pgbouncer --version | sed -n 1p)" \
     "$("$BINDIR/postgres" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "$WORKERS" "$([ "$SUITE" -eq 1 ] && echo "$ALT_WORKERS")" <<'PY'
+    "$WORKERS" "$([ "$SUITE" -eq 1 ] && echo "$ALT_WORKERS")" "$ALT_BIN" <<'PY'
 import json, os, sys
 a = sys.argv[1:]
 print(json.dumps({
@@ -261,6 +265,7 @@ print(json.dumps({
     "pgbouncer": a[9], "postgres": a[10], "commit": a[11], "cpus": os.cpu_count(),
     "perseus_worker_threads": int(a[12]) if a[12] else "default",
     "perseus_alt_worker_threads": int(a[13]) if a[13] else None,
+    "perseus_alt_binary": a[14] or None,
 }))
 PY
 )

@@ -195,10 +195,11 @@ VALUES (:'db', :'schema', :'user', :'hash', :'host', :'ddb', :'duser', :'enc');
 SQL
 }
 
-# Starts perseus with config $1 (listening on port $2), output to $3; PERSEUS_PID.
+# Starts perseus (binary $4, the built one when not given) with config $1, listening on port
+# $2, output to $3; PERSEUS_PID.
 perseus_start() {
-    local config=$1 port=$2 log=$3
-    "$PERSEUS_BIN_DIR"/perseus --config "$config" >"$log" 2>&1 </dev/null &
+    local config=$1 port=$2 log=$3 bin=${4:-$PERSEUS_BIN_DIR/perseus}
+    "$bin" --config "$config" >"$log" 2>&1 </dev/null &
     PERSEUS_PID=$!
     if ! wait_port "$port" 30 "$PERSEUS_PID"; then
         echo "--- perseus output ---" >&2
