@@ -66,11 +66,11 @@ pub fn answer_prepare_batch(
             return Ok(false);
         }
         match h.tag {
+            // An unnamed statement is told by its first byte, before its text is scanned:
+            // drivers and pgbench send one with every query, and this runs before each.
+            b'P' if input.get(pos + 5) == Some(&0) => return Ok(false),
             b'P' => {
-                let (name, _) = frontend::parse(&input[pos + 5..pos + h.frame_len])?;
-                if name.is_empty() {
-                    return Ok(false);
-                }
+                frontend::parse(&input[pos + 5..pos + h.frame_len])?;
                 parses += 1;
             }
             b'S' if parses > 0 => {
@@ -167,6 +167,14 @@ mod tests {
             ],
             vec![frame(b'P', b"s1\0select 1\0\0\0")],
             vec![frame(b'S', b"")],
+            // An unnamed statement after a named one: the batch is not all named.
+            vec![
+                frame(b'P', b"s1\0select 1\0\0\0"),
+                frame(b'P', b"\0select 2\0\0\0"),
+                frame(b'S', b""),
+            ],
+            // Unnamed and malformed: left for the scanner, which reports it.
+            vec![frame(b'P', b"\0select"), frame(b'S', b"")],
         ] {
             let mut st = client();
             let mut input = BytesMut::from(&batch.concat()[..]);
