@@ -78,6 +78,13 @@ def ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
+def by_round(row, a, b):
+    """a/b in each round where both ran: rounds are interleaved, so each pairs two runs made one
+    after the other, and their spread shows how far the run's noise moves a ratio."""
+    xs, ys = row["targets"][a]["tps_by_round"], row["targets"][b]["tps_by_round"]
+    return [ratio(x, y) for x, y in zip(xs, ys)]
+
+
 def summarise(runs):
     scenarios, table = [], {}
     for r in runs:
@@ -120,6 +127,7 @@ def summarise(runs):
         row["perseus_vs_direct"] = ratio(tps["perseus"], tps["direct"])
         row["perseus_vs_pgbouncer"] = ratio(tps["perseus"], tps["pgbouncer"])
         row["pgbouncer_vs_direct"] = ratio(tps["pgbouncer"], tps["direct"])
+        row["perseus_vs_pgbouncer_by_round"] = by_round(row, "perseus", "pgbouncer")
         if ALT in row["targets"]:
             alt = row["targets"][ALT]["tps"]
             row["alt_vs_pgbouncer"] = ratio(alt, tps["pgbouncer"])
@@ -156,6 +164,10 @@ def print_table(rows):
         print("%-10s %-10s perseus/direct %s   perseus/pgbouncer %s   (pgbouncer/direct %s)" % (
             "", "ratios", fmt(row["perseus_vs_direct"], ".3f"),
             fmt(row["perseus_vs_pgbouncer"], ".3f"), fmt(row["pgbouncer_vs_direct"], ".3f")))
+        rounds = row.get("perseus_vs_pgbouncer_by_round") or []
+        if len(rounds) > 1:
+            print("%-10s %-10s perseus/pgbouncer by round: %s" % (
+                "", "", " ".join(fmt(r, ".3f") for r in rounds)))
         if "alt_vs_perseus" in row:
             print("%-10s %-10s perseus-alt/pgbouncer %s   perseus-alt/perseus %s" % (
                 "", "", fmt(row["alt_vs_pgbouncer"], ".3f"), fmt(row["alt_vs_perseus"], ".3f")))
