@@ -16,6 +16,7 @@ use crate::auth::directory::Directory;
 use crate::auth::verifier::Verifier;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::net::listener::ListenOptions;
 use crate::notify::Notifier;
 use crate::pool::{Registry, ServerTlsSet};
 use crate::secrets::kms::Kms;
@@ -63,11 +64,9 @@ fn auth_pool(cfg: &Config) -> Result<deadpool_postgres::Pool, AppError> {
         .map_err(|e| AppError::AuthPool(e.to_string()))
 }
 
-/// Binds one listening address; `defer_first_bytes` for PostgreSQL clients (see
-/// [`crate::net::listener::bind`]).
-fn bind(addr: SocketAddr, defer_first_bytes: bool) -> Result<TcpListener, AppError> {
-    crate::net::listener::bind(addr, defer_first_bytes)
-        .map_err(|source| AppError::Listen { addr, source })
+/// Binds one listening address (see [`crate::net::listener::bind`]).
+fn bind(addr: SocketAddr, opts: ListenOptions) -> Result<TcpListener, AppError> {
+    crate::net::listener::bind(addr, opts).map_err(|source| AppError::Listen { addr, source })
 }
 
 async fn accept_loop(
@@ -122,6 +121,9 @@ fn reload(
             };
             if new.listen_address != current.listen_address {
                 tracing::warn!("ListenAddress changed, needs restart");
+            }
+            if new.listen_reuse_port != current.listen_reuse_port {
+                tracing::warn!("ListenReusePort changed, needs restart");
             }
             if new.auth_db.dsn != current.auth_db.dsn {
                 tracing::warn!("AuthDBSettings.AuthDBDSN changed, needs restart");
@@ -203,15 +205,32 @@ pub async fn run(
         signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(AppError::Signals)?;
     // Metrics first: once the client port accepts, /health and /metrics do too, so whoever
     // waits for the client port (a supervisor, a test) can go straight to them.
+    let reuse_port = current.listen_reuse_port;
     let metrics_listeners = current
         .metrics_addrs()
         .map_err(|e| AppError::Config(e.to_string()))?
         .iter()
-        .map(|a| bind(*a, false))
+        .map(|a| {
+            bind(
+                *a,
+                ListenOptions {
+                    defer_first_bytes: false,
+                    reuse_port,
+                },
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let listeners = addrs
         .iter()
-        .map(|a| bind(*a, true))
+        .map(|a| {
+            bind(
+                *a,
+                ListenOptions {
+                    defer_first_bytes: true,
+                    reuse_port,
+                },
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let notifier = Notifier::from_env();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());

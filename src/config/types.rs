@@ -42,6 +42,13 @@ pub struct Config {
     /// Empty disables the metrics endpoint.
     #[serde(rename = "MetricsAddress")]
     pub metrics_address: String,
+    /// New: bind the client and metrics ports with SO_REUSEPORT, so that a second daemon
+    /// with the same configuration can start while this one still runs, and take over its
+    /// ports when it shuts down (a restart or upgrade without a moment of refused
+    /// connections). Off by default: with it on, a stray second instance would share the
+    /// port silently instead of failing to start.
+    #[serde(rename = "ListenReusePort")]
+    pub listen_reuse_port: bool,
     #[serde(rename = "AuthDBSettings")]
     pub auth_db: AuthDbSettings,
     #[serde(rename = "AWSSettings")]
@@ -247,6 +254,7 @@ impl Default for Config {
         Self {
             listen_address: ":5433".into(),
             metrics_address: ":5000".into(),
+            listen_reuse_port: false,
             auth_db: AuthDbSettings::default(),
             aws: AwsSettings::default(),
             pool: PoolSettings::default(),

@@ -9,25 +9,52 @@ use tokio::net::TcpListener;
 #[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: libc::c_int = 45;
 
+/// How a listening socket is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenOptions {
+    /// The kernel hands a connection over only once the client's first bytes are in:
+    /// PostgreSQL clients speak first, so the accept and the startup packet take one wake-up
+    /// instead of two, and a TCP probe that sends nothing never reaches us.
+    pub defer_first_bytes: bool,
+    /// SO_REUSEPORT: other sockets with it set may listen on the same address, and the kernel
+    /// spreads new connections between them (`ListenReusePort`).
+    pub reuse_port: bool,
+}
+
 /// Binds one address; IPv6 sockets are v6-only so `:port` can bind both families side by
-/// side. With `defer_first_bytes` the kernel hands a connection over only once the client's
-/// first bytes are in: PostgreSQL clients speak first, so the accept and the startup packet
-/// take one wake-up instead of two, and a TCP probe that sends nothing never reaches us.
-pub fn bind(addr: SocketAddr, defer_first_bytes: bool) -> std::io::Result<TcpListener> {
+/// side.
+pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
     sock.set_reuse_address(true)?;
+    if opts.reuse_port {
+        set_reuse_port(&sock)?;
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
-    if defer_first_bytes && let Err(e) = defer_accept(&sock) {
+    if opts.defer_first_bytes
+        && let Err(e) = defer_accept(&sock)
+    {
         // Only a saved wake-up is lost: connections are accepted as they come.
         tracing::warn!(%addr, error = %e, "cannot set TCP_DEFER_ACCEPT");
     }
     TcpListener::from_std(sock.into())
+}
+
+#[cfg(unix)]
+fn set_reuse_port(sock: &socket2::Socket) -> std::io::Result<()> {
+    sock.set_reuse_port(true)
+}
+
+#[cfg(not(unix))]
+fn set_reuse_port(_sock: &socket2::Socket) -> std::io::Result<()> {
+    Err(std::io::Error::other(
+        "ListenReusePort needs SO_REUSEPORT, which this platform lacks",
+    ))
 }
 
 #[cfg(target_os = "linux")]
@@ -70,7 +97,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn silent_connections_wait_in_the_kernel() {
-        let l = bind("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let deferring = ListenOptions {
+            defer_first_bytes: true,
+            reuse_port: false,
+        };
+        let l = bind("127.0.0.1:0".parse().unwrap(), deferring).unwrap();
         let addr = l.local_addr().unwrap();
         let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         let early = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
@@ -96,12 +127,37 @@ mod tests {
 
     #[tokio::test]
     async fn without_deferral_a_silent_connection_is_accepted() {
-        let l = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap(), ListenOptions::default()).unwrap();
         let addr = l.local_addr().unwrap();
         let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), l.accept())
             .await
             .expect("accepted at once")
             .unwrap();
+    }
+
+    /// Two sockets that both ask for SO_REUSEPORT share a port and both get connections once
+    /// one closes; without it the second bind fails.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn reuse_port_lets_a_second_listener_share_the_port() {
+        let sharing = ListenOptions {
+            defer_first_bytes: false,
+            reuse_port: true,
+        };
+        let first = bind("127.0.0.1:0".parse().unwrap(), sharing).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = bind(addr, ListenOptions::default()).expect_err("a plain bind on a taken port");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        let second = bind(addr, sharing).expect("a second SO_REUSEPORT listener");
+        // Once the first goes, its port is the second's alone: every new connection lands there.
+        drop(first);
+        for _ in 0..5 {
+            let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), second.accept())
+                .await
+                .expect("the remaining listener accepts")
+                .unwrap();
+        }
     }
 }

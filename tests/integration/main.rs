@@ -20,6 +20,7 @@ mod datapath_isolation;
 mod datapath_kill;
 mod datapath_protocol;
 mod datapath_smoke;
+mod handover;
 mod harness_smoke;
 mod hash_vectors;
 mod idle_memory;

@@ -85,7 +85,7 @@ impl Perseus {
         const ATTEMPTS: usize = 5;
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            match Perseus::spawn(config.clone()) {
+            match Perseus::spawn(config.clone(), None) {
                 Ok(p) => return Ok(p),
                 Err((log, port_taken)) => {
                     if !port_taken {
@@ -98,9 +98,17 @@ impl Perseus {
         Err(last)
     }
 
-    fn spawn(mut config: Value) -> Result<Perseus, (String, bool)> {
+    /// Starts a second daemon with `config` on `other`'s client and metrics ports, as an
+    /// operator restarting with `ListenReusePort` does. The error carries its log.
+    pub fn try_start_beside(config: &Config, other: &Perseus) -> Result<Perseus, String> {
+        let json = serde_json::to_value(config).expect("Config serialises");
+        Perseus::spawn(json, Some((other.port, other.metrics_port))).map_err(|(log, _)| log)
+    }
+
+    /// Starts the daemon on `ports` (client, metrics), or on free ones.
+    fn spawn(mut config: Value, ports: Option<(u16, u16)>) -> Result<Perseus, (String, bool)> {
         // A port picked twice would fail the config check (metrics on the listen port).
-        let (port, metrics_port) = free_port_pair();
+        let (port, metrics_port) = ports.unwrap_or_else(free_port_pair);
         config["ListenAddress"] = format!("127.0.0.1:{port}").into();
         config["MetricsAddress"] = format!("127.0.0.1:{metrics_port}").into();
         let dir = tempfile::Builder::new()
@@ -130,7 +138,13 @@ impl Perseus {
             config,
         };
         let listening = poll(START_TIMEOUT, Duration::from_millis(20), || {
-            if port_accepts(port) {
+            // A port shared with a running daemon answers already: this one is up once it
+            // says so.
+            let up = match ports {
+                None => port_accepts(port),
+                Some(_) => daemon.log().contains("listening"),
+            };
+            if up {
                 Some(true)
             } else if daemon.child.try_wait().ok().flatten().is_some() {
                 Some(false)
