@@ -17,6 +17,7 @@ use crate::auth::verifier::Verifier;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::net::listener::ListenOptions;
+use crate::net::tcp::TcpOptions;
 use crate::notify::Notifier;
 use crate::pool::{Registry, ServerTlsSet};
 use crate::secrets::kms::Kms;
@@ -82,6 +83,8 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Linux hands the connection over with the listener's TCP options set.
+                #[cfg(not(target_os = "linux"))]
                 let _ = stream.set_nodelay(true);
                 // Boxed: the session future is a few KiB, and a task stores its future inline
                 // (tokio boxes only those over 16 KiB in release builds) and copies it whole
@@ -124,6 +127,9 @@ fn reload(
             }
             if new.listen_reuse_port != current.listen_reuse_port {
                 tracing::warn!("ListenReusePort changed, needs restart");
+            }
+            if new.tcp != current.tcp {
+                tracing::warn!("TCPSettings changed, needs restart");
             }
             if new.auth_db.dsn != current.auth_db.dsn {
                 tracing::warn!("AuthDBSettings.AuthDBDSN changed, needs restart");
@@ -214,8 +220,8 @@ pub async fn run(
             bind(
                 *a,
                 ListenOptions {
-                    defer_first_bytes: false,
                     reuse_port,
+                    ..Default::default()
                 },
             )
         })
@@ -228,6 +234,7 @@ pub async fn run(
                 ListenOptions {
                     defer_first_bytes: true,
                     reuse_port,
+                    tcp: Some(TcpOptions::from(&current.tcp)),
                 },
             )
         })

@@ -83,6 +83,9 @@ pub struct Config {
     /// New: TLS between Perseus and the destination servers (libpq's sslmode meanings).
     #[serde(rename = "ServerTLSSettings")]
     pub server_tls: ServerTlsSettings,
+    /// New: TCP keepalive and user timeout on client and server connections.
+    #[serde(rename = "TCPSettings")]
+    pub tcp: TcpSettings,
 }
 
 /// libpq's `sslmode` values for the pooler's own connections to PostgreSQL.
@@ -153,6 +156,43 @@ impl Default for AuthLimitSettings {
         Self {
             max_failures: 10,
             window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// TCP keepalive and user timeout on client and server connections: a peer that vanished
+/// without closing (a crashed host, a dropped network path, a failed-over database whose
+/// packets go nowhere) is found and its connection closed, instead of a client slot or a
+/// server connection held for hours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSettings {
+    #[serde(rename = "Keepalive")]
+    pub keepalive: bool,
+    /// Silence before the first probe.
+    #[serde(rename = "KeepaliveIdleSecs", with = "secs")]
+    pub keepalive_idle: Duration,
+    #[serde(rename = "KeepaliveIntervalSecs", with = "secs")]
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    #[serde(rename = "KeepaliveCount")]
+    pub keepalive_count: u32,
+    /// How long sent data may stay unacknowledged before the connection is dropped; 0 leaves
+    /// the system's retransmission limit (about 15 minutes on Linux).
+    #[serde(rename = "UserTimeoutSecs", with = "secs")]
+    pub user_timeout: Duration,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        // A silent peer is dropped after about two minutes (60 s + 6 × 10 s), where the
+        // system default (two hours of silence before the first probe) would hold it all day.
+        Self {
+            keepalive: true,
+            keepalive_idle: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_count: 6,
+            user_timeout: Duration::ZERO,
         }
     }
 }
@@ -267,6 +307,7 @@ impl Default for Config {
             admin: AdminSettings::default(),
             auth_limit: AuthLimitSettings::default(),
             server_tls: ServerTlsSettings::default(),
+            tcp: TcpSettings::default(),
         }
     }
 }

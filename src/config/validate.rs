@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::schema::{OVERRIDES, POOL};
-use super::{Config, ConfigError, ConfigErrors, LogSettings, PoolSettings, addr};
+use super::{Config, ConfigError, ConfigErrors, LogSettings, PoolSettings, TcpSettings, addr};
 
 /// Ten years: larger values would overflow deadline arithmetic and are surely typos.
 pub const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -120,6 +120,7 @@ impl Config {
             "ClientSettings.IdleInTransactionTimeoutSecs",
             self.client.idle_in_transaction_timeout,
         );
+        self.tcp.check(&mut out);
         if !(1024..=(1 << 30)).contains(&self.client.max_message_bytes) {
             out.push(ConfigError::invalid(
                 "ClientSettings.MaxMessageBytes",
@@ -221,6 +222,40 @@ fn prefixed(section: &str, problems: Vec<ConfigError>) -> Vec<ConfigError> {
             other => other,
         })
         .collect()
+}
+
+impl TcpSettings {
+    /// Linux's bounds: TCP_KEEPIDLE and TCP_KEEPINTVL take at most 32767 s, TCP_KEEPCNT
+    /// at most 127 probes, TCP_USER_TIMEOUT milliseconds in an unsigned int.
+    fn check(&self, out: &mut Vec<ConfigError>) {
+        const MAX_KEEPALIVE_SECS: u64 = 32767;
+        const MAX_USER_TIMEOUT_SECS: u64 = u32::MAX as u64 / 1000;
+        if self.keepalive {
+            for (key, d) in [
+                ("TCPSettings.KeepaliveIdleSecs", self.keepalive_idle),
+                ("TCPSettings.KeepaliveIntervalSecs", self.keepalive_interval),
+            ] {
+                if !(1..=MAX_KEEPALIVE_SECS).contains(&d.as_secs()) {
+                    out.push(ConfigError::invalid(
+                        key,
+                        format!("must be between 1 and {MAX_KEEPALIVE_SECS} seconds"),
+                    ));
+                }
+            }
+            if !(1..=127).contains(&self.keepalive_count) {
+                out.push(ConfigError::invalid(
+                    "TCPSettings.KeepaliveCount",
+                    "must be between 1 and 127",
+                ));
+            }
+        }
+        if self.user_timeout.as_secs() > MAX_USER_TIMEOUT_SECS {
+            out.push(ConfigError::invalid(
+                "TCPSettings.UserTimeoutSecs",
+                format!("must be at most {MAX_USER_TIMEOUT_SECS} seconds (0 leaves the system's)"),
+            ));
+        }
+    }
 }
 
 fn positive(out: &mut Vec<ConfigError>, key: &str, d: Duration) {

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+use super::tcp::TcpOptions;
+
 /// How long the kernel may hold a connection that has sent nothing before handing it over
 /// anyway, after which LoginTimeoutSecs applies as usual (PgBouncer holds 45 s too).
 #[cfg(target_os = "linux")]
@@ -19,6 +21,9 @@ pub struct ListenOptions {
     /// SO_REUSEPORT: other sockets with it set may listen on the same address, and the kernel
     /// spreads new connections between them (`ListenReusePort`).
     pub reuse_port: bool,
+    /// TCP_NODELAY, keepalive and user timeout for the connections accepted: set once on the
+    /// listening socket, which Linux copies them from, instead of per connection.
+    pub tcp: Option<TcpOptions>,
 }
 
 /// Binds one address; IPv6 sockets are v6-only so `:port` can bind both families side by
@@ -32,6 +37,9 @@ pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<TcpListene
     sock.set_reuse_address(true)?;
     if opts.reuse_port {
         set_reuse_port(&sock)?;
+    }
+    if let Some(tcp) = &opts.tcp {
+        super::tcp::apply(socket2::SockRef::from(&sock), tcp)?;
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
@@ -99,7 +107,7 @@ mod tests {
     async fn silent_connections_wait_in_the_kernel() {
         let deferring = ListenOptions {
             defer_first_bytes: true,
-            reuse_port: false,
+            ..Default::default()
         };
         let l = bind("127.0.0.1:0".parse().unwrap(), deferring).unwrap();
         let addr = l.local_addr().unwrap();
@@ -136,14 +144,41 @@ mod tests {
             .unwrap();
     }
 
+    /// A connection accepted from a listener with TCP options has them without a call of its
+    /// own: the accept loop relies on this to spend no syscall per connection on them.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_listeners_tcp_options() {
+        let tcp = TcpOptions {
+            keepalive: Some((Duration::from_secs(61), Duration::from_secs(11), 7)),
+            user_timeout: Some(Duration::from_secs(33)),
+        };
+        let opts = ListenOptions {
+            tcp: Some(tcp),
+            ..Default::default()
+        };
+        let l = bind("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let r = socket2::SockRef::from(&s);
+        assert!(r.tcp_nodelay().unwrap());
+        assert!(r.keepalive().unwrap());
+        assert_eq!(r.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
+        assert_eq!(r.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
+        assert_eq!(r.tcp_keepalive_retries().unwrap(), 7);
+        assert_eq!(r.tcp_user_timeout().unwrap(), Some(Duration::from_secs(33)));
+    }
+
     /// Two sockets that both ask for SO_REUSEPORT share a port and both get connections once
     /// one closes; without it the second bind fails.
     #[cfg(unix)]
     #[tokio::test]
     async fn reuse_port_lets_a_second_listener_share_the_port() {
         let sharing = ListenOptions {
-            defer_first_bytes: false,
             reuse_port: true,
+            ..Default::default()
         };
         let first = bind("127.0.0.1:0".parse().unwrap(), sharing).unwrap();
         let addr = first.local_addr().unwrap();

@@ -1,7 +1,9 @@
-//! Network plumbing: listening sockets, the client TLS acceptor and its reloadable holder.
+//! Network plumbing: listening sockets and TCP options, the client TLS acceptor and its
+//! reloadable holder.
 
 pub mod auth_db_tls;
 pub mod listener;
+pub mod tcp;
 pub mod tls;
 
 use std::sync::RwLock;

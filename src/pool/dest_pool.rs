@@ -3,6 +3,7 @@
 //! connection straight to a waiting checkout or keeps at most MaxIdle idle; reaping by idle time
 //! and lifetime; reloads that never fail a transaction in flight.
 
+use crate::net::tcp::TcpOptions;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -192,7 +193,7 @@ impl DestPool {
         password: String,
         ciphertext: String,
         settings: PoolSettings,
-        tls: Arc<ServerTls>,
+        (tls, tcp): (Arc<ServerTls>, TcpOptions),
     ) -> Arc<Self> {
         let stats = Arc::new(PoolStats::default());
         let dest = Destination {
@@ -210,7 +211,7 @@ impl DestPool {
             ),
             watchdog: std::sync::Once::new(),
             settings: LiveSettings::new(&settings),
-            opener: Opener::new(dest, tls),
+            opener: Opener::new(dest, tls, tcp),
             stats: stats.clone(),
         });
         let labels = (key.dest_host_label(), key.db.clone());

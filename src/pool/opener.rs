@@ -8,18 +8,21 @@ use std::time::Duration;
 use super::destination::Destination;
 use super::server::{ServerConn, ServerError};
 use super::tls::ServerTls;
+use crate::net::tcp::TcpOptions;
 
 pub struct Opener {
     dest: Destination,
+    tcp: TcpOptions,
     tls: RwLock<Arc<ServerTls>>,
     /// Bumped, under the write lock, whenever the policy's settings change.
     generation: AtomicU64,
 }
 
 impl Opener {
-    pub fn new(dest: Destination, tls: Arc<ServerTls>) -> Self {
+    pub fn new(dest: Destination, tls: Arc<ServerTls>, tcp: TcpOptions) -> Self {
         Opener {
             dest,
+            tcp,
             tls: RwLock::new(tls),
             generation: AtomicU64::new(0),
         }
@@ -51,13 +54,16 @@ impl Opener {
     /// one looking current, so that one is redone.
     async fn connect_under_current_tls(&self) -> Result<(ServerConn, u64), ServerError> {
         let (tls, generation) = self.policy();
-        let conn = ServerConn::connect(&self.dest, &tls).await?;
+        let conn = ServerConn::connect(&self.dest, &tls, &self.tcp).await?;
         if self.generation() == generation {
             return Ok((conn, generation));
         }
         drop(conn);
         let (tls, generation) = self.policy();
-        Ok((ServerConn::connect(&self.dest, &tls).await?, generation))
+        Ok((
+            ServerConn::connect(&self.dest, &tls, &self.tcp).await?,
+            generation,
+        ))
     }
 
     /// Installs a reloaded policy; returns whether its settings changed (a new generation).

@@ -1,6 +1,7 @@
 //! The pool registry: destination key to pool, with the destination password decrypted once
 //! and the pools retuned when the configuration changes.
 
+use crate::net::tcp::TcpOptions;
 use std::sync::{Arc, Mutex};
 
 use foldhash::{HashMap, HashMapExt};
@@ -31,6 +32,9 @@ pub struct Registry {
     tls: Mutex<Arc<ServerTlsSet>>,
     kms: Kms,
     metrics: Arc<Metrics>,
+    /// From the configuration at start, like the client side's (`TCPSettings` needs a
+    /// restart), so every server connection of a run is made alike.
+    tcp: TcpOptions,
 }
 
 impl Registry {
@@ -38,6 +42,7 @@ impl Registry {
     /// unreadable RootCertFile stops the daemon at start.
     pub fn new(config: Arc<Config>, tls: ServerTlsSet, kms: Kms, metrics: Arc<Metrics>) -> Self {
         Registry {
+            tcp: TcpOptions::from(&config.tcp),
             tls: Mutex::new(Arc::new(tls)),
             metrics,
             pools: Mutex::new(HashMap::new()),
@@ -86,7 +91,13 @@ impl Registry {
                 tls.for_dest(&cfg, &label, &key.db)?,
             )
         };
-        let pool = DestPool::new(key.clone(), password, ciphertext.to_owned(), settings, tls);
+        let pool = DestPool::new(
+            key.clone(),
+            password,
+            ciphertext.to_owned(),
+            settings,
+            (tls, self.tcp),
+        );
         tracing::info!(pool = %pool.name(), dest_user = %key.user, "pool created");
         let old = self
             .pools

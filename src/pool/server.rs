@@ -1,6 +1,7 @@
 //! One raw server connection: connect, authenticate (SCRAM-SHA-256, MD5, cleartext), and run the
 //! pooler's own short commands (SET search_path, client parameters) on it.
 
+use crate::net::tcp::TcpOptions;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,7 +95,10 @@ async fn read_message(
     }
 }
 
-async fn open_tcp(dest: &Destination) -> Result<(TcpStream, SocketAddr), ServerError> {
+async fn open_tcp(
+    dest: &Destination,
+    tcp: &TcpOptions,
+) -> Result<(TcpStream, SocketAddr), ServerError> {
     let target = format!("{}:{}", dest.host, dest.port);
     let stream = TcpStream::connect(&target)
         .await
@@ -102,7 +106,7 @@ async fn open_tcp(dest: &Destination) -> Result<(TcpStream, SocketAddr), ServerE
             addr: target.clone(),
             source,
         })?;
-    stream.set_nodelay(true)?;
+    crate::net::tcp::apply(socket2::SockRef::from(&stream), tcp)?;
     let addr = stream.peer_addr()?;
     Ok((stream, addr))
 }
@@ -124,15 +128,19 @@ fn rejected(body: &backend::ErrorResponseBody) -> ServerError {
 impl ServerConn {
     /// Opens, secures (per `tls`) and authenticates a connection; the caller bounds it with
     /// ConnCreateTimeoutSecs.
-    pub async fn connect(dest: &Destination, tls: &ServerTls) -> Result<ServerConn, ServerError> {
+    pub async fn connect(
+        dest: &Destination,
+        tls: &ServerTls,
+        opts: &TcpOptions,
+    ) -> Result<ServerConn, ServerError> {
         let prefer = tls.mode() == SslMode::Prefer;
-        let (tcp, addr) = open_tcp(dest).await?;
+        let (tcp, addr) = open_tcp(dest, opts).await?;
         let stream = match tls.secure(tcp, &dest.host, addr).await {
             Ok(s) => s,
             // libpq's prefer: a failed handshake is retried in plaintext.
             Err(e) if prefer && e.is_handshake() => {
                 tracing::info!(host = %dest.host, error = %e, "TLS failed under SSLMode prefer; retrying without TLS");
-                ServerStream::Plain(open_tcp(dest).await?.0)
+                ServerStream::Plain(open_tcp(dest, opts).await?.0)
             }
             Err(e) => {
                 tracing::warn!(host = %dest.host, port = dest.port, error = %e, "server TLS failed");
@@ -146,7 +154,7 @@ impl ServerConn {
             Err(ServerError::Rejected { code, message }) if prefer && secured => {
                 tracing::info!(host = %dest.host, %code, %message,
                     "login over TLS rejected under SSLMode prefer; retrying without TLS");
-                let (tcp, addr) = open_tcp(dest).await?;
+                let (tcp, addr) = open_tcp(dest, opts).await?;
                 Self::authenticate(ServerStream::Plain(tcp), addr, dest).await
             }
             other => other,

@@ -228,6 +228,37 @@ fn every_invalid_value_is_explained() {
 }
 
 #[test]
+fn tcp_settings_outside_the_kernels_bounds_are_explained() {
+    let msgs = messages(config::parse(
+        &with(
+            "TCPSettings",
+            r#"{"KeepaliveIdleSecs": 0, "KeepaliveIntervalSecs": 40000, "KeepaliveCount": 200,
+                "UserTimeoutSecs": 5000000}"#,
+        ),
+        NO_ENV,
+    ));
+    for needle in [
+        "TCPSettings.KeepaliveIdleSecs: must be between 1 and 32767 seconds",
+        "TCPSettings.KeepaliveIntervalSecs: must be between 1 and 32767 seconds",
+        "TCPSettings.KeepaliveCount: must be between 1 and 127",
+        "TCPSettings.UserTimeoutSecs: must be at most 4294967 seconds",
+    ] {
+        assert_mentions(&msgs, needle);
+    }
+    assert_eq!(msgs.len(), 4, "one message per problem: {msgs:#?}");
+    // Keepalive off: its timings are not used, so not checked.
+    let off = config::parse(
+        &with(
+            "TCPSettings",
+            r#"{"Keepalive": false, "KeepaliveIdleSecs": 0}"#,
+        ),
+        NO_ENV,
+    )
+    .expect("timings of a disabled keepalive are not checked");
+    assert!(!off.tcp.keepalive);
+}
+
+#[test]
 fn type_errors_speak_json() {
     let msgs = messages(config::parse(
         &with("PoolSettings", r#"{"MaxOpen": "5", "MaxIdle": -1}"#),

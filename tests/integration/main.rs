@@ -39,4 +39,5 @@ mod runtime_single_thread;
 mod server_tls;
 mod session_state;
 mod shutdown;
+mod tcp_keepalive;
 mod tls;
