@@ -149,12 +149,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_inherit_the_listeners_tcp_options() {
-        let tcp = TcpOptions {
-            keepalive: Some((Duration::from_secs(61), Duration::from_secs(11), 7)),
-            user_timeout: Some(Duration::from_secs(33)),
-        };
+        use crate::net::tcp::probe;
         let opts = ListenOptions {
-            tcp: Some(tcp),
+            tcp: Some(probe::distinctive()),
             ..Default::default()
         };
         let l = bind("127.0.0.1:0".parse().unwrap(), opts).unwrap();
@@ -162,13 +159,7 @@ mod tests {
             .await
             .unwrap();
         let (s, _) = l.accept().await.unwrap();
-        let r = socket2::SockRef::from(&s);
-        assert!(r.tcp_nodelay().unwrap());
-        assert!(r.keepalive().unwrap());
-        assert_eq!(r.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
-        assert_eq!(r.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
-        assert_eq!(r.tcp_keepalive_retries().unwrap(), 7);
-        assert_eq!(r.tcp_user_timeout().unwrap(), Some(Duration::from_secs(33)));
+        probe::assert_distinctive(socket2::SockRef::from(&s));
     }
 
     /// Two sockets that both ask for SO_REUSEPORT share a port and both get connections once

@@ -46,6 +46,37 @@ pub fn apply(sock: SockRef<'_>, opts: &TcpOptions) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Test support shared with the listener's tests: one set of distinctive options, and the
+/// check that a socket carries them.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod probe {
+    use super::*;
+
+    /// Values no default has, so finding them proves they were set.
+    pub fn distinctive() -> TcpOptions {
+        TcpOptions {
+            keepalive: Some((Duration::from_secs(61), Duration::from_secs(11), 7)),
+            user_timeout: Some(Duration::from_secs(33)),
+        }
+    }
+
+    /// Panics unless `sock` has TCP_NODELAY and exactly [`distinctive`]'s options.
+    pub fn assert_distinctive(sock: SockRef<'_>) {
+        assert!(sock.tcp_nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(11)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 7);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(33))
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,17 +103,7 @@ mod tests {
     fn a_socket_gets_the_options() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let opts = TcpOptions {
-            keepalive: Some((Duration::from_secs(61), Duration::from_secs(11), 7)),
-            user_timeout: Some(Duration::from_secs(33)),
-        };
-        apply(SockRef::from(&s), &opts).unwrap();
-        let r = SockRef::from(&s);
-        assert!(r.tcp_nodelay().unwrap());
-        assert!(r.keepalive().unwrap());
-        assert_eq!(r.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
-        assert_eq!(r.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
-        assert_eq!(r.tcp_keepalive_retries().unwrap(), 7);
-        assert_eq!(r.tcp_user_timeout().unwrap(), Some(Duration::from_secs(33)));
+        apply(SockRef::from(&s), &probe::distinctive()).unwrap();
+        probe::assert_distinctive(SockRef::from(&s));
     }
 }
