@@ -31,6 +31,25 @@ struct Tracked {
     idle_since: Instant,
     /// The server TLS policy it was made under (see [`Opener::generation`]).
     tls_generation: u64,
+    /// The share of MaxLifetime it lives, drawn when it is opened (see [`lifetime_share`]).
+    lifetime_share: f64,
+}
+
+impl Tracked {
+    /// Whether it has lived its share of `max_lifetime` (0 = no limit) at `now`.
+    fn lifetime_over(&self, max_lifetime: Duration, now: Instant) -> bool {
+        past(
+            now.duration_since(self.created),
+            max_lifetime.mul_f64(self.lifetime_share),
+        )
+    }
+}
+
+/// A new connection's share of MaxLifetime, from 0.9 to 1: connections opened together (a
+/// start under load) then retire over a tenth of the lifetime instead of all at once, and
+/// none outlives the limit, which may stand for a credential's or a certificate's validity.
+fn lifetime_share() -> f64 {
+    rand::random_range(0.9..=1.0)
 }
 
 impl Affine for Tracked {
@@ -62,7 +81,7 @@ impl Home {
     /// Whether an idle connection is past MaxLifetime or MaxIdletime at `now`; counted as
     /// closed for that reason when it is (the caller closes it).
     fn retired(&self, t: &Tracked, s: &PoolSettings, now: Instant) -> bool {
-        if past(now.duration_since(t.created), s.max_lifetime) {
+        if t.lifetime_over(s.max_lifetime, now) {
             self.stats.note_lifetime_closed();
             true
         } else if past(now.duration_since(t.idle_since), s.max_idle_time) {
@@ -106,7 +125,7 @@ impl Home {
             return;
         }
         let now = Instant::now();
-        if past(now.duration_since(t.created), self.settings.max_lifetime()) {
+        if t.lifetime_over(self.settings.max_lifetime(), now) {
             self.stats.note_lifetime_closed();
             self.slots.discard(t);
             return;
@@ -412,6 +431,7 @@ impl DestPool {
             created: now,
             idle_since: now,
             tls_generation,
+            lifetime_share: lifetime_share(),
         })))
     }
 
@@ -535,4 +555,29 @@ async fn send_cancel(addr: std::net::SocketAddr, pid: i32, secret: i32) -> std::
     postgres_protocol::message::frontend::cancel_request(pid, secret, &mut buf);
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(&buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_spread_over_the_last_tenth_and_never_past_the_limit() {
+        let shares: Vec<f64> = (0..1000).map(|_| lifetime_share()).collect();
+        assert!(shares.iter().all(|s| (0.9..=1.0).contains(s)), "{shares:?}");
+        let (lo, hi) = shares
+            .iter()
+            .fold((1.0f64, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        assert!(
+            hi - lo > 0.05,
+            "1,000 draws spread over the tenth: {lo}..{hi}"
+        );
+        let max = Duration::from_secs(3600);
+        assert!(shares.iter().all(|&s| max.mul_f64(s) <= max));
+        // No limit stays no limit, whatever the share.
+        assert!(!past(
+            Duration::from_secs(1 << 40),
+            Duration::ZERO.mul_f64(0.95)
+        ));
+    }
 }

@@ -26,6 +26,7 @@ mod hash_vectors;
 mod idle_memory;
 mod metrics;
 mod migrations;
+mod pool_lifetime;
 mod prepared;
 mod proto_props;
 mod python_client;
