@@ -41,10 +41,13 @@ pub enum AppError {
 }
 
 fn auth_pool(cfg: &Config) -> Result<deadpool_postgres::Pool, AppError> {
-    let (pg, params) = cfg
+    let (mut pg, params) = cfg
         .auth_db
         .parse_dsn()
         .map_err(|e| AppError::Config(e.to_string()))?;
+    if !params.tcp_in_dsn {
+        crate::net::tcp::apply_to_pg(&mut pg, &TcpOptions::from(&cfg.tcp));
+    }
     let tls = crate::net::auth_db_tls::auth_db_connector(&params.tls)
         .map_err(|e| AppError::Config(e.to_string()))?;
     let manager = deadpool_postgres::Manager::from_config(

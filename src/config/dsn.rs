@@ -30,6 +30,9 @@ pub struct AuthPoolParams {
     pub health_check_period: Duration,
     /// TLS requirements tokio-postgres cannot express itself (pgx's `verify-*` modes).
     pub tls: DsnTls,
+    /// The DSN sets TCP keepalive or user timeout itself (`keepalives*`,
+    /// `tcp_user_timeout`); `TCPSettings` then leaves the auth DB connection alone.
+    pub tcp_in_dsn: bool,
 }
 
 impl Default for AuthPoolParams {
@@ -44,6 +47,7 @@ impl Default for AuthPoolParams {
             max_conn_idle_time: Duration::from_secs(30 * 60),
             health_check_period: Duration::from_secs(60),
             tls: DsnTls::default(),
+            tcp_in_dsn: false,
         }
     }
 }
@@ -85,6 +89,7 @@ impl AuthDbSettings {
         let mut kept: Vec<String> = Vec::new();
         for p in &split.params {
             if let Some(replacement) = take(p, &mut params).map_err(err)? {
+                params.tcp_in_dsn |= p.key.starts_with("keepalives") || p.key == "tcp_user_timeout";
                 kept.push(replacement);
             }
         }

@@ -160,10 +160,10 @@ impl Default for AuthLimitSettings {
     }
 }
 
-/// TCP keepalive and user timeout on client and server connections: a peer that vanished
-/// without closing (a crashed host, a dropped network path, a failed-over database whose
-/// packets go nowhere) is found and its connection closed, instead of a client slot or a
-/// server connection held for hours.
+/// TCP keepalive and user timeout on client, server and auth database connections (the
+/// last unless its DSN sets them itself): a peer that vanished without closing (a crashed
+/// host, a dropped network path, a failed-over database whose packets go nowhere) is found
+/// and its connection closed, instead of a client slot or a server connection held for hours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TcpSettings {

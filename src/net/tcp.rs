@@ -46,6 +46,20 @@ pub fn apply(sock: SockRef<'_>, opts: &TcpOptions) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The same options for a tokio-postgres connection (the auth database's), which sets them
+/// itself when it connects.
+pub fn apply_to_pg(pg: &mut tokio_postgres::Config, opts: &TcpOptions) {
+    pg.keepalives(opts.keepalive.is_some());
+    if let Some((idle, interval, count)) = opts.keepalive {
+        pg.keepalives_idle(idle)
+            .keepalives_interval(interval)
+            .keepalives_retries(count);
+    }
+    if let Some(t) = opts.user_timeout {
+        pg.tcp_user_timeout(t);
+    }
+}
+
 /// Test support shared with the listener's tests: one set of distinctive options, and the
 /// check that a socket carries them.
 #[cfg(all(test, target_os = "linux"))]
@@ -95,6 +109,23 @@ mod tests {
         let o = TcpOptions::from(&s);
         assert_eq!(o.keepalive, None);
         assert_eq!(o.user_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_tokio_postgres_config_gets_the_options() {
+        let mut pg = tokio_postgres::Config::new();
+        let opts = TcpOptions {
+            keepalive: Some((Duration::from_secs(61), Duration::from_secs(11), 7)),
+            user_timeout: Some(Duration::from_secs(33)),
+        };
+        apply_to_pg(&mut pg, &opts);
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(61));
+        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(11)));
+        assert_eq!(pg.get_keepalives_retries(), Some(7));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(33)));
+        apply_to_pg(&mut pg, &TcpOptions::default());
+        assert!(!pg.get_keepalives());
     }
 
     /// What the server side relies on: the options land on a connected socket.

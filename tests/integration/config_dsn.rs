@@ -43,6 +43,25 @@ fn pool_params_are_parsed_and_stripped() {
     assert_eq!(params.max_conn_idle_time, Duration::from_secs(300));
     assert_eq!(params.health_check_period, Duration::from_millis(500));
     assert_eq!(params.tls.verify, TlsVerify::None);
+    assert!(!params.tcp_in_dsn, "no keepalive parameter given");
+}
+
+#[test]
+fn keepalive_parameters_in_the_dsn_are_kept_and_noted() {
+    for (query, given) in [
+        ("keepalives=0", true),
+        ("keepalives_idle=30", true),
+        ("tcp_user_timeout=5000", true),
+        ("application_name=x", false),
+    ] {
+        let (pg, params) = dsn(&format!("postgres://u:p@h/d?{query}"))
+            .parse_dsn()
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert_eq!(params.tcp_in_dsn, given, "{query}");
+        if query == "keepalives_idle=30" {
+            assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(30));
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! `TCPSettings` reach the sockets: Perseus's client connections and its server connections
-//! carry the keepalive timer configured, read back from the kernel's socket table
-//! (`/proc/net/tcp`), and none with `Keepalive: false`.
+//! `TCPSettings` reach the sockets: Perseus's client connections, its server connections and
+//! its auth database connection carry the keepalive timer configured, read back from the
+//! kernel's socket table (`/proc/net/tcp`), and none with `Keepalive: false`.
 
 use crate::support;
 
@@ -45,14 +45,16 @@ fn sockets() -> Vec<Sock> {
 }
 
 /// Perseus's established sockets: accepted on its client port, and to PostgreSQL from the
-/// ports its destination backends see (the auth database's connection is not among them).
+/// ports its backends see, in the destination database (as the destination role) and in the
+/// auth database (the tenant lookup's connection).
 async fn perseus_sockets(env: &Env) -> (Vec<Sock>, Vec<Sock>) {
     let ports: Vec<u16> = env
         .dest_super()
         .await
         .query(
-            "SELECT client_port FROM pg_stat_activity WHERE usename = $1 AND client_port > 0",
-            &[&env.role],
+            "SELECT client_port FROM pg_stat_activity WHERE client_port > 0 \
+             AND (usename = $1 OR datname = $2) AND pid <> pg_backend_pid()",
+            &[&env.role, &env.world.auth_db],
         )
         .await
         .expect("read pg_stat_activity")
