@@ -62,7 +62,7 @@ pub fn apply_to_pg(pg: &mut tokio_postgres::Config, opts: &TcpOptions) {
 
 /// Test support shared with the listener's tests: one set of distinctive options, and the
 /// check that a socket carries them.
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 pub(crate) mod probe {
     use super::*;
 
@@ -75,6 +75,7 @@ pub(crate) mod probe {
     }
 
     /// Panics unless `sock` has TCP_NODELAY and exactly [`distinctive`]'s options.
+    #[cfg(target_os = "linux")]
     pub fn assert_distinctive(sock: SockRef<'_>) {
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
@@ -114,11 +115,7 @@ mod tests {
     #[test]
     fn a_tokio_postgres_config_gets_the_options() {
         let mut pg = tokio_postgres::Config::new();
-        let opts = TcpOptions {
-            keepalive: Some((Duration::from_secs(61), Duration::from_secs(11), 7)),
-            user_timeout: Some(Duration::from_secs(33)),
-        };
-        apply_to_pg(&mut pg, &opts);
+        apply_to_pg(&mut pg, &probe::distinctive());
         assert!(pg.get_keepalives());
         assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(61));
         assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(11)));

@@ -212,7 +212,8 @@ impl DestPool {
         password: String,
         ciphertext: String,
         settings: PoolSettings,
-        (tls, tcp): (Arc<ServerTls>, TcpOptions),
+        tls: Arc<ServerTls>,
+        tcp: TcpOptions,
     ) -> Arc<Self> {
         let stats = Arc::new(PoolStats::default());
         let dest = Destination {

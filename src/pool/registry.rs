@@ -96,7 +96,8 @@ impl Registry {
             password,
             ciphertext.to_owned(),
             settings,
-            (tls, self.tcp),
+            tls,
+            self.tcp,
         );
         tracing::info!(pool = %pool.name(), dest_user = %key.user, "pool created");
         let old = self
